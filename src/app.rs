@@ -1,0 +1,120 @@
+//! Wiring: configuration + AWS SDK config → credential refresher + signing proxy service.
+
+use std::sync::Arc;
+
+use aws_config::Region;
+use aws_config::SdkConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use tokio::task::JoinHandle;
+use tower::Layer;
+
+use crate::config::Config;
+use crate::credentials::{Clock, CredentialCache, CredentialRefresher, SystemClock};
+use crate::metrics::{Metrics, RequestMetrics, RequestMetricsLayer};
+use crate::proxy::{Proxy, Shared};
+use crate::signing::Signer;
+use crate::upstream::UpstreamClient;
+
+/// The service stack handed to the server.
+pub type Service = RequestMetrics<Proxy>;
+
+/// A built proxy: the service and the background credential refresher.
+pub struct App {
+    /// The HTTP service (proxy wrapped in request metrics).
+    pub service: Service,
+    /// Cached credentials (readiness).
+    pub credentials: Arc<CredentialCache>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    refresher: JoinHandle<()>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+/// Building failed (TLS setup, or no credential provider at all).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(String);
+
+impl App {
+    /// Builds the proxy. `sdk` supplies the base credentials (the default chain in production),
+    /// the HTTP client for STS and the region for STS calls. Credentials are fetched in the
+    /// background starting now; the proxy is ready once they arrive.
+    pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<App, BuildError> {
+        Self::build_with_clock(config, sdk, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::build`] with a custom clock (tests).
+    pub async fn build_with_clock(
+        config: &Config,
+        sdk: &SdkConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, BuildError> {
+        let metrics = Arc::new(Metrics::new());
+        let (provider, description) = credentials_provider(config, sdk).await?;
+        let credentials = Arc::new(CredentialCache::new(clock.clone()));
+        let refresher =
+            CredentialRefresher::new(provider, credentials.clone(), metrics.clone(), description)
+                .spawn();
+        let client = UpstreamClient::new(&config.upstream_ca_certs, config.upstream_timeout)
+            .map_err(|e| BuildError(e.to_string()))?;
+        let proxy = Proxy::new(Shared {
+            upstream_target: config.upstream.clone(),
+            client,
+            signer: Signer::new(config.region.clone()),
+            credentials: credentials.clone(),
+            metrics: metrics.clone(),
+            max_body_size: config.max_body_size,
+            clock,
+        });
+        let service = RequestMetricsLayer::new(metrics.clone()).layer(proxy);
+        Ok(App {
+            service,
+            credentials,
+            metrics,
+            refresher,
+        })
+    }
+}
+
+/// The base chain, or AssumeRole on top of it.
+async fn credentials_provider(
+    config: &Config,
+    sdk: &SdkConfig,
+) -> Result<(SharedCredentialsProvider, String), BuildError> {
+    let base = sdk.credentials_provider().ok_or_else(|| {
+        BuildError(
+            "no AWS credential provider configured (the default chain was not loaded)".into(),
+        )
+    })?;
+    let Some(role) = &config.role else {
+        return Ok((base, "base credentials (default chain)".to_string()));
+    };
+    // STS is called in the SDK's region (where the proxy runs) if one is set, else in the
+    // workspace's region: regional STS endpoints, never the global one by accident.
+    let sts_region = sdk
+        .region()
+        .cloned()
+        .unwrap_or_else(|| Region::new(config.region.clone()));
+    let mut sts_conf = sdk.to_builder().region(sts_region);
+    if let Some(endpoint) = &config.sts_endpoint {
+        sts_conf = sts_conf.endpoint_url(endpoint.clone());
+    }
+    let mut builder = AssumeRoleProvider::builder(role.arn.clone())
+        .session_name(role.session_name.clone())
+        .session_length(role.session_duration)
+        .configure(&sts_conf.build());
+    if let Some(id) = &role.external_id {
+        builder = builder.external_id(id.clone());
+    }
+    let provider = builder.build().await;
+    Ok((
+        SharedCredentialsProvider::new(provider),
+        format!("role {}", role.arn),
+    ))
+}

@@ -1,0 +1,772 @@
+//! Command line and environment configuration, validated up front.
+//!
+//! Every flag is also an environment variable `AMP_RW_PROXY_<FLAG>`. Values are taken as
+//! strings by clap and validated here, so that *all* mistakes are reported in one go
+//! (clap alone stops at the first bad value) and the process exits with code 64 (`EX_USAGE`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use http::{HeaderValue, Uri};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+/// Exit code for configuration errors (`EX_USAGE` from sysexits.h).
+pub const EXIT_CONFIG_ERROR: u8 = 64;
+
+/// STS accepts session durations from 15 minutes to 12 hours (the role's own maximum may be lower).
+const MIN_SESSION_DURATION: Duration = Duration::from_secs(15 * 60);
+const MAX_SESSION_DURATION: Duration = Duration::from_secs(12 * 60 * 60);
+/// STS `RoleSessionName`: 2 to 64 characters of `[\w+=,.@-]`.
+const SESSION_NAME_MAX: usize = 64;
+const SESSION_NAME_MIN: usize = 2;
+const SESSION_NAME_PREFIX: &str = "amp-rw-proxy-";
+
+/// Prometheus remote-write proxy for Amazon Managed Service for Prometheus (AMP).
+///
+/// Accepts unsigned remote-write from Prometheus, assumes a (cross-account) IAM role, signs each
+/// request with SigV4 (service `aps`) and forwards it unchanged to the workspace. Every flag can
+/// also be set through the environment variable shown.
+#[derive(Debug, Parser, Clone)]
+#[command(name = "amp-rw-proxy", version, about, long_about = None)]
+pub struct Cli {
+    /// Address to accept remote-write, /metrics and health checks on.
+    #[arg(long, env = "AMP_RW_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Remote-write URL of the AMP workspace, as the console shows it:
+    /// https://aps-workspaces.<region>.amazonaws.com/workspaces/<id>/api/v1/remote_write
+    /// (VPC endpoint and FIPS host names work; plain http:// only for local testing). Required.
+    #[arg(long, env = "AMP_RW_PROXY_UPSTREAM_URL")]
+    pub upstream_url: Option<String>,
+
+    /// Region to sign for. Default: taken from an aps-workspaces[-fips].<region>.amazonaws.com
+    /// upstream host, else from AWS_REGION.
+    #[arg(long, env = "AMP_RW_PROXY_REGION")]
+    pub region: Option<String>,
+
+    /// ARN of the role to assume in the workspace's account (e.g.
+    /// arn:aws:iam::111111111111:role/account_a_role). Without it requests are signed with the
+    /// base credentials of the default AWS credential chain.
+    #[arg(long, env = "AMP_RW_PROXY_ROLE_ARN")]
+    pub role_arn: Option<String>,
+
+    /// ExternalId required by the role's trust policy (sts:ExternalId condition).
+    #[arg(long, env = "AMP_RW_PROXY_EXTERNAL_ID", hide_env_values = true)]
+    pub external_id: Option<String>,
+
+    /// RoleSessionName for AssumeRole; shows in Account A's CloudTrail. Default:
+    /// amp-rw-proxy-<hostname>, sanitised to [A-Za-z0-9_+=,.@-] and at most 64 characters.
+    #[arg(long, env = "AMP_RW_PROXY_SESSION_NAME")]
+    pub session_name: Option<String>,
+
+    /// Lifetime of the assumed-role session, 15m to 12h (the role's MaxSessionDuration applies).
+    #[arg(long, env = "AMP_RW_PROXY_SESSION_DURATION", default_value = "1h")]
+    pub session_duration: String,
+
+    /// STS endpoint override, e.g. a VPC endpoint. AWS_ENDPOINT_URL_STS is honoured too.
+    #[arg(long, env = "AMP_RW_PROXY_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+
+    /// Largest request body accepted (bytes; suffixes KiB, MiB, GiB, KB, MB, GB). Larger → 413.
+    #[arg(long, env = "AMP_RW_PROXY_MAX_BODY_SIZE", default_value = "32MiB")]
+    pub max_body_size: String,
+
+    /// Time allowed for one upstream exchange (connect, send, response). Exceeded → 504.
+    #[arg(long, env = "AMP_RW_PROXY_UPSTREAM_TIMEOUT", default_value = "30s")]
+    pub upstream_timeout: String,
+
+    /// PEM file with extra CA certificates trusted for the upstream, in addition to the
+    /// system and Mozilla (webpki) roots.
+    #[arg(long, env = "AMP_RW_PROXY_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+
+    /// Log format: text or json. Verbosity via RUST_LOG (default info).
+    #[arg(long, env = "AMP_RW_PROXY_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+
+    /// Worker threads for the async runtime. Default: one per CPU.
+    #[arg(long, env = "AMP_RW_PROXY_WORKER_THREADS")]
+    pub worker_threads: Option<String>,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
+    #[arg(long, env = "AMP_RW_PROXY_SHUTDOWN_GRACE", default_value = "25s")]
+    pub shutdown_grace: String,
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors in containers.
+    Json,
+}
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where signed requests go.
+    pub upstream: UpstreamTarget,
+    /// Region the requests are signed for.
+    pub region: String,
+    /// Role to assume; `None` signs with the base credentials.
+    pub role: Option<RoleConfig>,
+    /// STS endpoint override.
+    pub sts_endpoint: Option<String>,
+    /// Largest accepted request body, bytes.
+    pub max_body_size: u64,
+    /// Deadline for one upstream exchange.
+    pub upstream_timeout: Duration,
+    /// Extra CA certificates for the upstream.
+    pub upstream_ca_certs: Vec<CertificateDer<'static>>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Runtime worker threads; `None` = one per CPU.
+    pub worker_threads: Option<usize>,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// The role assumed in the workspace's account.
+#[derive(Clone)]
+pub struct RoleConfig {
+    /// Role ARN.
+    pub arn: String,
+    /// ExternalId, if the trust policy requires one. Not a secret by AWS's definition, but
+    /// kept out of logs all the same.
+    pub external_id: Option<String>,
+    /// RoleSessionName.
+    pub session_name: String,
+    /// Requested session lifetime.
+    pub session_duration: Duration,
+}
+
+impl std::fmt::Debug for RoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleConfig")
+            .field("arn", &self.arn)
+            .field(
+                "external_id",
+                &self.external_id.as_ref().map(|_| "** set **"),
+            )
+            .field("session_name", &self.session_name)
+            .field("session_duration", &self.session_duration)
+            .finish()
+    }
+}
+
+/// The upstream remote-write endpoint, fixed at startup. The proxy never derives the
+/// destination from the inbound request, so it cannot be used as an open proxy.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// Full URI, normalised (default port removed so the signed `host` matches what is sent).
+    pub uri: Uri,
+    /// Value of the `Host` header sent and signed.
+    pub host_header: HeaderValue,
+    /// The URI's path, also accepted as an inbound path (drop-in for aws-sigv4-proxy users).
+    pub path: String,
+    /// `true` for `http://` (testing only).
+    pub plaintext: bool,
+}
+
+/// All configuration errors found, each one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "invalid configuration ({} error(s)):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// What validation needs from the process environment, passed in so tests are hermetic.
+pub struct Environment {
+    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`) if set.
+    pub aws_region: Option<String>,
+    /// This host's name, for the default session name.
+    pub hostname: String,
+}
+
+impl Environment {
+    /// Reads the real process environment.
+    pub fn from_process() -> Self {
+        let aws_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
+        Self {
+            aws_region,
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Validates everything in `cli`, collecting every error instead of stopping at the first.
+    pub fn from_cli(cli: &Cli, env: &Environment) -> Result<Config, ConfigErrors> {
+        let mut errors = ErrorList::default();
+
+        let listen = errors.check(
+            cli.listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("--listen {:?}: {e} (expected IP:PORT)", cli.listen)),
+        );
+        let upstream = errors.check(match non_empty(&cli.upstream_url) {
+            None => Err("--upstream-url is required (the workspace's remote-write URL, \
+                 e.g. https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-.../api/v1/remote_write)"
+                .to_string()),
+            Some(url) => parse_upstream(url),
+        });
+        let region = match non_empty(&cli.region) {
+            Some(r) => errors.check(validate_region(r).map(|_| r.to_string())),
+            None => {
+                let inferred = upstream
+                    .as_ref()
+                    .and_then(|u| u.uri.host())
+                    .and_then(region_from_host);
+                match inferred.or_else(|| env.aws_region.clone()) {
+                    Some(r) => Some(r),
+                    None => {
+                        // Only worth a separate message when the URL itself was fine.
+                        if upstream.is_some() {
+                            errors.check(Err::<(), _>(
+                                "--region is required: it cannot be inferred from the upstream host \
+                                 and AWS_REGION is not set"
+                                    .to_string(),
+                            ));
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        let session_duration =
+            errors.check(parse_duration("--session-duration", &cli.session_duration));
+        if let Some(d) = session_duration {
+            if !(MIN_SESSION_DURATION..=MAX_SESSION_DURATION).contains(&d) {
+                errors.check(Err::<(), _>(format!(
+                    "--session-duration {:?}: must be between 15m and 12h",
+                    cli.session_duration
+                )));
+            }
+        }
+        let session_name = match non_empty(&cli.session_name) {
+            Some(name) => errors.check(validate_session_name(name).map(|_| name.to_string())),
+            None => Some(default_session_name(&env.hostname)),
+        };
+        let role_arn =
+            non_empty(&cli.role_arn).and_then(|arn| errors.check(validate_role_arn(arn)));
+        let external_id = non_empty(&cli.external_id).map(str::to_string);
+        if let Some(id) = &external_id {
+            errors.check(validate_external_id(id));
+            if cli.role_arn.is_none() {
+                errors.check(Err::<(), _>(
+                    "--external-id is set but --role-arn is not: an ExternalId only applies to AssumeRole"
+                        .to_string(),
+                ));
+            }
+        }
+        let sts_endpoint = non_empty(&cli.sts_endpoint).and_then(|u| {
+            errors.check(match u.parse::<Uri>() {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.host().is_some() =>
+                {
+                    Ok(u.to_string())
+                }
+                _ => Err(format!("--sts-endpoint {u:?}: expected an http(s):// URL")),
+            })
+        });
+        let max_body_size = errors.check(parse_size("--max-body-size", &cli.max_body_size));
+        let upstream_timeout =
+            errors.check(parse_duration("--upstream-timeout", &cli.upstream_timeout));
+        let shutdown_grace = errors.check(parse_duration("--shutdown-grace", &cli.shutdown_grace));
+        let upstream_ca_certs = match &cli.upstream_ca_file {
+            None => Some(Vec::new()),
+            Some(path) => errors.check(load_ca_file(path)),
+        };
+        let log_format = errors.check(match cli.log_format.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("--log-format {other:?}: expected text or json")),
+        });
+        let worker_threads = match non_empty(&cli.worker_threads) {
+            None => Some(None),
+            Some(n) => errors.check(match n.parse::<usize>() {
+                Ok(n) if (1..=1024).contains(&n) => Ok(Some(n)),
+                _ => Err(format!(
+                    "--worker-threads {n:?}: expected a number from 1 to 1024"
+                )),
+            }),
+        };
+        if let Some(0) = upstream_timeout.map(|d| d.as_millis()) {
+            errors.check(Err::<(), _>(
+                "--upstream-timeout must be greater than zero".to_string(),
+            ));
+        }
+        if let Some(0) = max_body_size {
+            errors.check(Err::<(), _>(
+                "--max-body-size must be greater than zero".to_string(),
+            ));
+        }
+
+        if !errors.0.is_empty() {
+            return Err(ConfigErrors(errors.0));
+        }
+        // Every value below is `Some`: each `None` pushed an error above.
+        let role = role_arn.map(|arn| RoleConfig {
+            arn,
+            external_id,
+            session_name: session_name.expect("validated"),
+            session_duration: session_duration.expect("validated"),
+        });
+        Ok(Config {
+            listen: listen.expect("validated"),
+            upstream: upstream.expect("validated"),
+            region: region.expect("validated"),
+            role,
+            sts_endpoint,
+            max_body_size: max_body_size.expect("validated"),
+            upstream_timeout: upstream_timeout.expect("validated"),
+            upstream_ca_certs: upstream_ca_certs.expect("validated"),
+            log_format: log_format.expect("validated"),
+            worker_threads: worker_threads.expect("validated"),
+            shutdown_grace: shutdown_grace.expect("validated"),
+        })
+    }
+}
+
+/// Collects errors while validation carries on.
+#[derive(Default)]
+struct ErrorList(Vec<String>);
+
+impl ErrorList {
+    fn check<T>(&mut self, r: Result<T, String>) -> Option<T> {
+        r.map_err(|e| self.0.push(e)).ok()
+    }
+}
+
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_upstream(url: &str) -> Result<UpstreamTarget, String> {
+    let err = |why: &str| format!("--upstream-url {url:?}: {why}");
+    let uri: Uri = url.parse().map_err(|e| err(&format!("not a URL ({e})")))?;
+    let plaintext = match uri.scheme_str() {
+        Some("https") => false,
+        Some("http") => true,
+        _ => {
+            return Err(err(
+                "scheme must be https:// (or http:// for local testing)",
+            ));
+        }
+    };
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| err("missing host"))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(err("credentials in the URL are not supported"));
+    }
+    if uri.query().is_some() {
+        return Err(err("a query string is not expected in a remote-write URL"));
+    }
+    let default_port = if plaintext { 80 } else { 443 };
+    // Drop an explicit default port: the signed `host` must equal the `Host` hyper sends.
+    let authority = match uri.port_u16() {
+        Some(p) if p != default_port => format!("{host}:{p}"),
+        _ => host.to_string(),
+    };
+    let path = match uri.path() {
+        "" => "/".to_string(),
+        p => p.to_string(),
+    };
+    let normalised: Uri = format!(
+        "{}://{authority}{path}",
+        uri.scheme_str().unwrap_or("https")
+    )
+    .parse()
+    .map_err(|e| err(&format!("not a URL ({e})")))?;
+    Ok(UpstreamTarget {
+        host_header: HeaderValue::from_str(&authority).map_err(|_| err("invalid host"))?,
+        uri: normalised,
+        path,
+        plaintext,
+    })
+}
+
+/// Region of an AMP endpoint host: `aps-workspaces.<region>.amazonaws.com`,
+/// `aps-workspaces-fips.<region>.amazonaws.com`, VPC endpoint names such as
+/// `vpce-0abc.aps-workspaces.<region>.vpce.amazonaws.com`, and the `.amazonaws.com.cn` partition.
+pub fn region_from_host(host: &str) -> Option<String> {
+    let labels: Vec<&str> = host.split('.').collect();
+    let i = labels.iter().position(|l| {
+        l.eq_ignore_ascii_case("aps-workspaces") || l.eq_ignore_ascii_case("aps-workspaces-fips")
+    })?;
+    let region = labels.get(i + 1)?;
+    let rest = &labels[i + 2..];
+    let is_aws = rest.first().is_some_and(|l| *l == "amazonaws")
+        || (rest.first().is_some_and(|l| *l == "vpce")
+            && rest.get(1).is_some_and(|l| *l == "amazonaws"));
+    (is_aws && validate_region(region).is_ok()).then(|| region.to_ascii_lowercase())
+}
+
+fn validate_region(region: &str) -> Result<(), String> {
+    // e.g. us-east-1, eu-central-2, us-gov-west-1, cn-north-1, ap-southeast-5
+    let parts: Vec<&str> = region.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts
+            .last()
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--region {region:?}: not an AWS region name (e.g. us-east-1)"
+        ))
+    }
+}
+
+fn validate_role_arn(arn: &str) -> Result<String, String> {
+    // arn:<partition>:iam::<12-digit account>:role/<path/name>
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty());
+    if ok {
+        Ok(arn.to_string())
+    } else {
+        Err(format!(
+            "--role-arn {arn:?}: expected arn:aws:iam::<12-digit account id>:role/<name>"
+        ))
+    }
+}
+
+fn validate_external_id(id: &str) -> Result<(), String> {
+    // STS: 2-1224 characters of [\w+=,.@:/-].
+    let ok = (2..=1224).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "--external-id: must be 2 to 1224 characters of A-Z a-z 0-9 _ + = , . @ : / -"
+                .to_string(),
+        )
+    }
+}
+
+fn is_session_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)
+}
+
+fn validate_session_name(name: &str) -> Result<(), String> {
+    if (SESSION_NAME_MIN..=SESSION_NAME_MAX).contains(&name.len())
+        && name.chars().all(is_session_name_char)
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "--session-name {name:?}: must be 2 to 64 characters of A-Z a-z 0-9 _ + = , . @ -"
+        ))
+    }
+}
+
+/// `amp-rw-proxy-<hostname>`, sanitised for STS. Long names keep their *end*: in Kubernetes
+/// the distinguishing part of a pod name (ReplicaSet hash, ordinal) is the suffix.
+pub fn default_session_name(hostname: &str) -> String {
+    let clean: String = hostname
+        .chars()
+        .map(|c| if is_session_name_char(c) { c } else { '-' })
+        .collect();
+    let room = SESSION_NAME_MAX - SESSION_NAME_PREFIX.len();
+    let tail = if clean.len() > room {
+        &clean[clean.len() - room..]
+    } else {
+        &clean[..]
+    };
+    let tail = if tail.is_empty() { "unknown" } else { tail };
+    format!("{SESSION_NAME_PREFIX}{tail}")
+}
+
+fn parse_duration(flag: &str, value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{flag} {value:?}: {e} (expected e.g. 30s, 15m, 1h)"))
+}
+
+/// Parses `32MiB`, `512KiB`, `10MB`, `1048576`.
+pub fn parse_size(flag: &str, value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
+        "KB" | "kB" | "K" | "k" => 1_000,
+        "MB" | "M" => 1_000_000,
+        "GB" | "G" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{flag} {value:?}: unknown unit (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{flag} {value:?}: expected a size such as 32MiB"))
+}
+
+fn load_ca_file(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("--upstream-ca-file {}: {e}", path.display()))?
+        .collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(c),
+        Ok(_) => Err(format!(
+            "--upstream-ca-file {}: no PEM certificates found",
+            path.display()
+        )),
+        Err(e) => Err(format!("--upstream-ca-file {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Environment {
+        Environment {
+            aws_region: None,
+            hostname: "host-1".into(),
+        }
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["amp-rw-proxy"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("clap parses")
+    }
+
+    const URL: &str =
+        "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/remote_write";
+
+    #[test]
+    fn region_is_inferred_from_amp_hosts() {
+        let cases = [
+            ("aps-workspaces.us-east-1.amazonaws.com", Some("us-east-1")),
+            (
+                "aps-workspaces-fips.us-gov-west-1.amazonaws.com",
+                Some("us-gov-west-1"),
+            ),
+            (
+                "vpce-0abc-xyz.aps-workspaces.eu-central-1.vpce.amazonaws.com",
+                Some("eu-central-1"),
+            ),
+            (
+                "aps-workspaces.cn-north-1.amazonaws.com.cn",
+                Some("cn-north-1"),
+            ),
+            ("aps-workspaces.evil.example.com", None),
+            ("aps-workspaces.us-east-1.example.com", None),
+            ("127.0.0.1", None),
+            ("example.com", None),
+        ];
+        for (host, want) in cases {
+            assert_eq!(region_from_host(host).as_deref(), want, "{host}");
+        }
+    }
+
+    #[test]
+    fn minimal_config_uses_documented_defaults() {
+        let c = Config::from_cli(&cli(&["--upstream-url", URL]), &env()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.region, "eu-west-1");
+        assert!(c.role.is_none());
+        assert_eq!(c.max_body_size, 32 << 20);
+        assert_eq!(c.upstream_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(c.upstream.path, "/workspaces/ws-1/api/v1/remote_write");
+        assert_eq!(
+            c.upstream.host_header,
+            "aps-workspaces.eu-west-1.amazonaws.com"
+        );
+    }
+
+    #[test]
+    fn role_defaults() {
+        let c = Config::from_cli(
+            &cli(&[
+                "--upstream-url",
+                URL,
+                "--role-arn",
+                "arn:aws:iam::111111111111:role/account_a_role",
+            ]),
+            &env(),
+        )
+        .unwrap();
+        let role = c.role.unwrap();
+        assert_eq!(role.session_name, "amp-rw-proxy-host-1");
+        assert_eq!(role.session_duration, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let errs = Config::from_cli(
+            &cli(&[
+                "--listen",
+                "nonsense",
+                "--session-duration",
+                "5m",
+                "--role-arn",
+                "arn:aws:s3:::bucket",
+                "--max-body-size",
+                "12 parsecs",
+                "--log-format",
+                "xml",
+                "--session-name",
+                "has space",
+            ]),
+            &env(),
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        for flag in [
+            "--listen",
+            "--upstream-url",
+            "--session-duration",
+            "--role-arn",
+            "--max-body-size",
+            "--log-format",
+            "--session-name",
+        ] {
+            assert!(all.contains(flag), "no error for {flag} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn region_falls_back_to_aws_region_then_errors() {
+        let local = ["--upstream-url", "http://127.0.0.1:9000/api/v1/write"];
+        let e = Environment {
+            aws_region: Some("ap-south-1".into()),
+            hostname: "h".into(),
+        };
+        assert_eq!(
+            Config::from_cli(&cli(&local), &e).unwrap().region,
+            "ap-south-1"
+        );
+        let errs = Config::from_cli(&cli(&local), &env()).unwrap_err();
+        assert!(errs.0[0].contains("--region"), "{errs}");
+        // An explicit flag beats the host.
+        let c = Config::from_cli(
+            &cli(&["--upstream-url", URL, "--region", "us-west-2"]),
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(c.region, "us-west-2");
+    }
+
+    #[test]
+    fn upstream_url_is_normalised_and_checked() {
+        let ok = parse_upstream("https://h.example:443/p").unwrap();
+        assert_eq!(ok.host_header, "h.example");
+        assert_eq!(ok.uri.to_string(), "https://h.example/p");
+        let port = parse_upstream("http://127.0.0.1:9000").unwrap();
+        assert_eq!(port.host_header, "127.0.0.1:9000");
+        assert_eq!(port.path, "/");
+        assert!(port.plaintext);
+        for bad in [
+            "ftp://h/p",
+            "/just/a/path",
+            "https://user:pw@h/p",
+            "https://h/p?x=1",
+            "not a url",
+        ] {
+            assert!(parse_upstream(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn session_names_fit_sts_rules() {
+        assert_eq!(
+            default_session_name("node.local"),
+            "amp-rw-proxy-node.local"
+        );
+        assert_eq!(
+            default_session_name("we ird/name"),
+            "amp-rw-proxy-we-ird-name"
+        );
+        let pod = "prometheus-kube-prometheus-stack-prometheus-shard-with-a-very-long-name-0";
+        let name = default_session_name(pod);
+        assert_eq!(name.len(), 64);
+        assert!(name.starts_with("amp-rw-proxy-"));
+        assert!(
+            name.ends_with("-long-name-0"),
+            "keeps the distinguishing suffix: {name}"
+        );
+        assert!(validate_session_name(&name).is_ok());
+        assert_eq!(default_session_name(""), "amp-rw-proxy-unknown");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("f", "32MiB"), Ok(32 << 20));
+        assert_eq!(parse_size("f", "512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("f", "10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("f", "1048576"), Ok(1_048_576));
+        assert!(parse_size("f", "MiB").is_err());
+        assert!(parse_size("f", "99999999999GiB").is_err());
+    }
+
+    #[test]
+    fn external_id_needs_a_role() {
+        let errs = Config::from_cli(
+            &cli(&["--upstream-url", URL, "--external-id", "abc"]),
+            &env(),
+        )
+        .unwrap_err();
+        assert!(errs.0.iter().any(|e| e.contains("--external-id")), "{errs}");
+    }
+
+    #[test]
+    fn external_id_is_not_in_debug_output() {
+        let c = Config::from_cli(
+            &cli(&[
+                "--upstream-url",
+                URL,
+                "--role-arn",
+                "arn:aws:iam::111111111111:role/r",
+                "--external-id",
+                "very-private-id",
+            ]),
+            &env(),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("very-private-id"));
+    }
+}

@@ -1,0 +1,175 @@
+//! The one place where failures become HTTP responses.
+//!
+//! The rule: a sender must retry whatever *we* failed at (credentials, STS, connecting,
+//! timeouts) so those are 5xx; 4xx only for requests that can never succeed however often they
+//! are retried. Prometheus drops a batch on 4xx and retries on 5xx, so this table decides
+//! whether samples are kept.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// Body type of every response the proxy produces.
+pub type ResponseBody = Full<Bytes>;
+
+/// Seconds senders are asked to wait before retrying while credentials are unavailable.
+pub const CREDENTIALS_RETRY_AFTER_SECS: u64 = 5;
+
+/// Everything that can go wrong handling a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Unknown path.
+    #[error("not found: remote-write is accepted on {0}")]
+    NotFound(String),
+    /// Known path, wrong method.
+    #[error("method {method} not allowed; use {allow}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: http::Method,
+        /// Allowed methods, for the `Allow` header.
+        allow: &'static str,
+    },
+    /// Body larger than `--max-body-size`.
+    #[error("request body larger than the limit of {limit} bytes (--max-body-size)")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Wrong `Content-Type` or `Content-Encoding`.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    /// The request itself is broken (e.g. a malformed header).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The client stopped sending mid-body. It will not see the answer, but it is logged.
+    #[error("client aborted the request body: {0}")]
+    ClientAborted(String),
+    /// No valid credentials (STS refused, or not fetched yet).
+    #[error("{0}")]
+    CredentialsUnavailable(String),
+    /// Signing failed.
+    #[error("{0}")]
+    Signing(String),
+    /// Could not connect (DNS, TCP, TLS) to the upstream.
+    #[error("cannot reach upstream: {0}")]
+    UpstreamConnect(String),
+    /// Connected, but the exchange failed.
+    #[error("upstream exchange failed: {0}")]
+    Upstream(String),
+    /// No complete answer within `--upstream-timeout`.
+    #[error("upstream did not answer within {0:?} (--upstream-timeout)")]
+    UpstreamTimeout(Duration),
+}
+
+impl ProxyError {
+    /// The status code sent for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProxyError::BadRequest(_) | ProxyError::ClientAborted(_) => StatusCode::BAD_REQUEST,
+            ProxyError::CredentialsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The response: status, a one-line plain-text reason, and `Retry-After`/`Allow` where due.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let mut reason = self.to_string().replace(['\r', '\n'], " ");
+        reason.push('\n');
+        let mut resp = Response::new(Full::new(Bytes::from(reason)));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match &self {
+            ProxyError::CredentialsUnavailable(_) => {
+                h.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(CREDENTIALS_RETRY_AFTER_SECS),
+                );
+            }
+            ProxyError::MethodNotAllowed { allow, .. } => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_failures_are_retryable_and_only_hopeless_requests_are_4xx() {
+        let d = Duration::from_secs(1);
+        let table: Vec<(ProxyError, u16)> = vec![
+            (ProxyError::NotFound("/api/v1/write".into()), 404),
+            (
+                ProxyError::MethodNotAllowed {
+                    method: http::Method::GET,
+                    allow: "POST",
+                },
+                405,
+            ),
+            (ProxyError::PayloadTooLarge { limit: 1 }, 413),
+            (ProxyError::UnsupportedMediaType("x".into()), 415),
+            (ProxyError::BadRequest("x".into()), 400),
+            (
+                ProxyError::CredentialsUnavailable("AccessDenied".into()),
+                503,
+            ),
+            (ProxyError::Signing("x".into()), 500),
+            (ProxyError::UpstreamConnect("refused".into()), 502),
+            (ProxyError::Upstream("reset".into()), 502),
+            (ProxyError::UpstreamTimeout(d), 504),
+        ];
+        for (err, code) in table {
+            let name = format!("{err:?}");
+            let resp = err.into_response();
+            assert_eq!(resp.status().as_u16(), code, "{name}");
+            assert_eq!(
+                resp.headers()[header::CONTENT_TYPE],
+                "text/plain; charset=utf-8"
+            );
+        }
+    }
+
+    #[test]
+    fn credential_failures_ask_for_a_retry_later() {
+        let resp = ProxyError::CredentialsUnavailable("x".into()).into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
+        let resp = ProxyError::MethodNotAllowed {
+            method: http::Method::GET,
+            allow: "POST",
+        }
+        .into_response();
+        assert_eq!(resp.headers()[header::ALLOW], "POST");
+    }
+
+    #[test]
+    fn reason_is_one_line() {
+        use http_body_util::BodyExt;
+        let resp = ProxyError::Upstream("a\nb\r\nc".into()).into_response();
+        let body = futures_executor(resp.into_body().collect()).unwrap();
+        assert_eq!(body.to_bytes(), "upstream exchange failed: a b  c\n");
+    }
+
+    fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+}

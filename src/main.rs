@@ -1,0 +1,91 @@
+//! Parse config → build the app → serve → drain on signal.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use amp_rw_proxy::app::App;
+use amp_rw_proxy::config::{Cli, Config, EXIT_CONFIG_ERROR, Environment};
+use amp_rw_proxy::server::{self, Drain};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors.
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let config = match Config::from_cli(&cli, &Environment::from_process()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("amp-rw-proxy: {errors}");
+            return ExitCode::from(EXIT_CONFIG_ERROR);
+        }
+    };
+    amp_rw_proxy::telemetry::init(config.log_format);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let sdk = amp_rw_proxy::load_aws_config(&config.region).await;
+    let app = match App::build(&config, &sdk).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = listener.local_addr().unwrap_or(config.listen);
+    if config.upstream.plaintext {
+        tracing::warn!(
+            "upstream is plain http://: requests and signatures travel unencrypted (testing only)"
+        );
+    }
+    tracing::info!(
+        %listen,
+        upstream_host = %config.upstream.host_header.to_str().unwrap_or("?"),
+        upstream_path = %config.upstream.path,
+        region = %config.region,
+        role_arn = config.role.as_ref().map_or("none (base credentials)", |r| r.arn.as_str()),
+        version = env!("CARGO_PKG_VERSION"),
+        "amp-rw-proxy listening"
+    );
+    match server::serve(
+        listener,
+        app.service.clone(),
+        server::shutdown_signal(),
+        config.shutdown_grace,
+    )
+    .await
+    {
+        Drain::Complete => tracing::info!("drained; exiting"),
+        Drain::TimedOut => {
+            tracing::warn!("shutdown grace period over with requests still in flight; exiting")
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,228 @@
+//! The proxy's own metrics, served on `GET /metrics` (OpenMetrics text via prometheus-client,
+//! which Prometheus scrapes natively).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `amp_rw_proxy_requests_total`. `path` is one of the routes the proxy knows
+/// (never the raw inbound path, so a scanner cannot blow up the series count).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route label.
+    pub path: &'static str,
+    /// HTTP status code sent to the client.
+    pub code: u16,
+}
+
+/// Labels of `amp_rw_proxy_credential_refreshes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefreshLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// All metrics, registered once at startup.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by route and status code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request body bytes received on write routes.
+    pub request_bytes: Counter,
+    /// Body bytes sent upstream.
+    pub forwarded_bytes: Counter,
+    /// Time from sending upstream to having its whole (bounded) answer.
+    pub upstream_latency: Histogram,
+    /// Requests being handled right now.
+    pub in_flight: Gauge,
+    /// Credential fetches, by result.
+    pub credential_refreshes: Family<RefreshLabels, Counter>,
+    /// Unix time at which the current credentials expire (0 = none or no expiry).
+    pub credentials_expiry: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `amp_rw_proxy` prefix.
+    pub fn new() -> Self {
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("amp_rw_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route and status code",
+            requests.clone(),
+        );
+        let request_bytes = Counter::default();
+        registry.register(
+            "request_bytes",
+            "Request body bytes received on write routes",
+            request_bytes.clone(),
+        );
+        let forwarded_bytes = Counter::default();
+        registry.register(
+            "forwarded_bytes",
+            "Request body bytes sent upstream",
+            forwarded_bytes.clone(),
+        );
+        let upstream_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Upstream exchange duration in seconds (send to full answer)",
+            upstream_latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being handled",
+            in_flight.clone(),
+        );
+        let credential_refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "credential_refreshes",
+            "Credential fetches (AssumeRole or base chain), by result",
+            credential_refreshes.clone(),
+        );
+        let credentials_expiry = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "credentials_expiry_timestamp_seconds",
+            "Unix time at which the current signing credentials expire (0 if none or no expiry)",
+            credentials_expiry.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "Build information", build_info);
+        Self {
+            registry: root,
+            requests,
+            request_bytes,
+            forwarded_bytes,
+            upstream_latency,
+            in_flight,
+            credential_refreshes,
+            credentials_expiry,
+        }
+    }
+
+    /// Encodes all metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records one credential fetch.
+    pub fn record_refresh(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.credential_refreshes
+            .get_or_create(&RefreshLabels { result })
+            .inc();
+    }
+}
+
+/// Tower layer counting requests by route and status, and tracking requests in flight.
+#[derive(Clone, Debug)]
+pub struct RequestMetricsLayer {
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl RequestMetricsLayer {
+    /// A layer recording into `metrics`.
+    pub fn new(metrics: std::sync::Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestMetricsLayer {
+    type Service = RequestMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestMetrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// See [`RequestMetricsLayer`]. The route label is read from the response's extensions,
+/// where the proxy puts the [`crate::proxy::Route`] it matched.
+#[derive(Clone, Debug)]
+pub struct RequestMetrics<S> {
+    inner: S,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+/// Decrements the in-flight gauge however the request ends (including a client hanging up).
+struct InFlight(std::sync::Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+impl<S, Req, ResBody> tower::Service<Req> for RequestMetrics<S>
+where
+    S: tower::Service<Req, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.metrics.in_flight.inc();
+        let guard = InFlight(self.metrics.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let result = fut.await;
+            if let Ok(resp) = &result {
+                let path = resp
+                    .extensions()
+                    .get::<crate::proxy::Route>()
+                    .map_or("unmatched", |r| r.label());
+                guard
+                    .0
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        path,
+                        code: resp.status().as_u16(),
+                    })
+                    .inc();
+            }
+            drop(guard);
+            result
+        })
+    }
+}

@@ -1,0 +1,404 @@
+//! The request handler: routes, checks, builds the outbound request, signs and forwards.
+//!
+//! Remote-write 1.0/2.0 spec: <https://prometheus.io/docs/specs/prw/remote_write_spec/> and
+//! <https://prometheus.io/docs/specs/prw/remote_write_spec_2_0/>.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::Full;
+
+use crate::body::{BodyError, BufferedBody, OutboundBody};
+use crate::config::UpstreamTarget;
+use crate::credentials::{Clock, CredentialCache};
+use crate::error::{ProxyError, ResponseBody};
+use crate::metrics::Metrics;
+use crate::signing::Signer;
+use crate::upstream::UpstreamClient;
+
+/// Paths remote-write is accepted on, besides the upstream URL's own path.
+pub const WRITE_PATHS: [&str; 2] = ["/api/v1/write", "/api/v1/remote_write"];
+/// Appended to the sender's `User-Agent`.
+pub const USER_AGENT_SUFFIX: &str = concat!("amp-rw-proxy/", env!("CARGO_PKG_VERSION"));
+
+const REMOTE_WRITE_VERSION: header::HeaderName =
+    header::HeaderName::from_static("x-prometheus-remote-write-version");
+const PROTOBUF: &str = "application/x-protobuf";
+const SNAPPY: &str = "snappy";
+
+/// Which route a request hit; also the `path` label of the request metrics (a fixed set, so a
+/// scanner cannot create series).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A remote-write path; the label is the path or `upstream_path`.
+    Write(&'static str),
+    /// `/metrics`
+    Metrics,
+    /// `/-/healthy`
+    Healthy,
+    /// `/-/ready`
+    Ready,
+    /// Anything else.
+    Unmatched,
+}
+
+impl Route {
+    /// Label value for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Write(l) => l,
+            Route::Metrics => "/metrics",
+            Route::Healthy => "/-/healthy",
+            Route::Ready => "/-/ready",
+            Route::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// Everything the handler needs, shared by all connections.
+pub struct Shared {
+    /// Fixed destination.
+    pub upstream_target: UpstreamTarget,
+    /// Pooled upstream client.
+    pub client: UpstreamClient,
+    /// SigV4 signer.
+    pub signer: Signer,
+    /// Cached credentials.
+    pub credentials: Arc<CredentialCache>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// `--max-body-size`.
+    pub max_body_size: u64,
+    /// Time for signing.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The proxy as a tower `Service`. Never fails: every outcome is a response.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Wraps the shared state.
+    pub fn new(shared: Shared) -> Self {
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    fn route(&self, path: &str) -> Route {
+        match path {
+            p if p == WRITE_PATHS[0] => Route::Write(WRITE_PATHS[0]),
+            p if p == WRITE_PATHS[1] => Route::Write(WRITE_PATHS[1]),
+            p if p == self.shared.upstream_target.path => Route::Write("upstream_path"),
+            "/metrics" => Route::Metrics,
+            "/-/healthy" => Route::Healthy,
+            "/-/ready" => Route::Ready,
+            _ => Route::Unmatched,
+        }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Proxy
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let route = self.route(req.uri().path());
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let mut resp = match handle(&shared, route, req).await {
+                Ok(resp) => resp,
+                Err(err) => {
+                    log_failure(route, &err);
+                    err.into_response()
+                }
+            };
+            resp.extensions_mut().insert(route);
+            Ok(resp)
+        })
+    }
+}
+
+async fn handle<B>(
+    shared: &Shared,
+    route: Route,
+    req: Request<B>,
+) -> Result<Response<ResponseBody>, ProxyError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let method = req.method().clone();
+    let read_only = method == Method::GET || method == Method::HEAD;
+    match route {
+        Route::Write(_) if method == Method::POST => forward(shared, route, req).await,
+        Route::Write(_) => Err(ProxyError::MethodNotAllowed {
+            method,
+            allow: "POST",
+        }),
+        Route::Metrics | Route::Healthy | Route::Ready if !read_only => {
+            Err(ProxyError::MethodNotAllowed {
+                method,
+                allow: "GET, HEAD",
+            })
+        }
+        Route::Metrics => Ok(text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.encode(),
+        )),
+        Route::Healthy => Ok(text(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "OK\n".into(),
+        )),
+        Route::Ready => Ok(match shared.credentials.get() {
+            Ok(_) => text(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ready\n".into(),
+            ),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                format!("not ready: {why}\n"),
+            ),
+        }),
+        Route::Unmatched => Err(ProxyError::NotFound(format!(
+            "{}, {} and {}",
+            WRITE_PATHS[0], WRITE_PATHS[1], shared.upstream_target.path
+        ))),
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+async fn forward<B>(
+    shared: &Shared,
+    route: Route,
+    req: Request<B>,
+) -> Result<Response<ResponseBody>, ProxyError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (parts, body) = req.into_parts();
+    check_media_types(&parts.headers)?;
+    if declared_length(&parts.headers)? > Some(shared.max_body_size) {
+        // Refuse before reading a byte of it.
+        return Err(ProxyError::PayloadTooLarge {
+            limit: shared.max_body_size,
+        });
+    }
+    // Fail fast, without reading the body, when there is nothing to sign with.
+    shared
+        .credentials
+        .get()
+        .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
+    let body = BufferedBody::read(body, shared.max_body_size)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { limit } => ProxyError::PayloadTooLarge { limit },
+            BodyError::Read(why) => ProxyError::ClientAborted(why),
+        })?;
+    shared.metrics.request_bytes.inc_by(body.len());
+
+    let mut outbound = build_outbound(&shared.upstream_target, &parts.headers, &body);
+    let credentials = shared
+        .credentials
+        .get()
+        .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
+    shared
+        .signer
+        .sign(
+            &mut outbound,
+            &credentials,
+            body.sha256_hex(),
+            shared.clock.now(),
+        )
+        .map_err(|e| ProxyError::Signing(e.to_string()))?;
+
+    let answer = shared.client.send(outbound).await?;
+    shared.metrics.forwarded_bytes.inc_by(body.len());
+    shared
+        .metrics
+        .upstream_latency
+        .observe(answer.latency.as_secs_f64());
+    if answer.status.is_success() {
+        tracing::debug!(
+            path = route.label(),
+            status = answer.status.as_u16(),
+            bytes = body.len(),
+            "forwarded"
+        );
+    } else {
+        tracing::warn!(
+            path = route.label(),
+            status = answer.status.as_u16(),
+            reason = %one_line_snippet(&answer.body),
+            upstream_latency_ms = answer.latency.as_millis() as u64,
+            "upstream rejected request"
+        );
+    }
+    Ok(answer.into_response())
+}
+
+/// `Content-Encoding` must be snappy when present; `Content-Type` must be protobuf when
+/// present (any `proto=` parameter). A missing `Content-Type` means remote-write 1.0, as the
+/// reference receiver treats it.
+fn check_media_types(h: &HeaderMap) -> Result<(), ProxyError> {
+    if let Some(enc) = h.get(header::CONTENT_ENCODING) {
+        let ok = enc
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case(SNAPPY));
+        if !ok {
+            return Err(ProxyError::UnsupportedMediaType(format!(
+                "Content-Encoding {:?}; remote-write bodies must be snappy",
+                String::from_utf8_lossy(enc.as_bytes())
+            )));
+        }
+    }
+    if let Some(ct) = h.get(header::CONTENT_TYPE) {
+        let media = ct
+            .to_str()
+            .ok()
+            .map(|v| v.split(';').next().unwrap_or("").trim());
+        if !media.is_some_and(|m| m.eq_ignore_ascii_case(PROTOBUF)) {
+            return Err(ProxyError::UnsupportedMediaType(format!(
+                "Content-Type {:?}; remote-write bodies must be application/x-protobuf",
+                String::from_utf8_lossy(ct.as_bytes())
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn declared_length(h: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    match h.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| ProxyError::BadRequest("invalid Content-Length".into())),
+    }
+}
+
+/// The outbound request, built fresh: only allowlisted inbound headers are carried over;
+/// `Authorization`, `Cookie`, `Host`, hop-by-hop and `X-Amz-*` headers never are. The
+/// destination comes from configuration only.
+fn build_outbound(
+    target: &UpstreamTarget,
+    inbound: &HeaderMap,
+    body: &BufferedBody,
+) -> Request<OutboundBody> {
+    let mut req = Request::new(body.to_outbound());
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = target.uri.clone();
+    let h = req.headers_mut();
+    h.insert(header::HOST, target.host_header.clone());
+    let content_type = inbound
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(PROTOBUF));
+    h.insert(header::CONTENT_TYPE, content_type);
+    // Remote-write bodies are always snappy; say so even if the sender did not.
+    h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(SNAPPY));
+    if let Some(v) = inbound.get(&REMOTE_WRITE_VERSION) {
+        h.insert(REMOTE_WRITE_VERSION, v.clone());
+    }
+    let agent = match inbound
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(ua) if !ua.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{} {USER_AGENT_SUFFIX}", ua.trim()))
+                .unwrap_or(HeaderValue::from_static(USER_AGENT_SUFFIX))
+        }
+        _ => HeaderValue::from_static(USER_AGENT_SUFFIX),
+    };
+    h.insert(header::USER_AGENT, agent);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    req
+}
+
+fn log_failure(route: Route, err: &ProxyError) {
+    let status = err.status().as_u16();
+    match err {
+        ProxyError::NotFound(_) | ProxyError::MethodNotAllowed { .. } => {
+            tracing::debug!(path = route.label(), status, reason = %err, "request refused")
+        }
+        _ => tracing::warn!(path = route.label(), status, reason = %err, "request failed"),
+    }
+}
+
+fn one_line_snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&body[..body.len().min(256)]);
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), HeaderValue::from_str(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn media_type_table() {
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[], true),
+            (&[("content-type", "application/x-protobuf")], true),
+            (
+                &[(
+                    "content-type",
+                    "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+                )],
+                true,
+            ),
+            (
+                &[(
+                    "content-type",
+                    "Application/X-Protobuf ; proto=prometheus.WriteRequest",
+                )],
+                true,
+            ),
+            (&[("content-encoding", "snappy")], true),
+            (&[("content-encoding", "gzip")], false),
+            (&[("content-type", "application/json")], false),
+            (&[("content-type", "text/plain")], false),
+            (&[("content-encoding", "")], false),
+        ];
+        for (h, ok) in cases {
+            assert_eq!(check_media_types(&headers(h)).is_ok(), *ok, "{h:?}");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The pooled HTTPS client to the workspace, and relaying its answer.
+//!
+//! rustls (aws-lc-rs provider) with the system roots, Mozilla's roots and `--upstream-ca-file`;
+//! HTTP/1.1 or HTTP/2 chosen by ALPN; idle connections pooled across requests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::CertificateDer;
+
+use crate::body::OutboundBody;
+use crate::error::{ProxyError, ResponseBody};
+
+/// At most this much of an upstream's response body is relayed (error messages are short;
+/// remote-write success bodies are empty). The rest is dropped.
+pub const MAX_RELAYED_BODY: usize = 64 * 1024;
+/// TCP connect timeout (the TLS handshake counts against `--upstream-timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle pooled connections are closed after this long; AMP's load balancers close at ~60s+.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Upstream response headers relayed to the sender. Everything else is dropped.
+pub static RELAYED_RESPONSE_HEADERS: [HeaderName; 5] = [
+    header::RETRY_AFTER,
+    header::CONTENT_TYPE,
+    HeaderName::from_static("x-prometheus-remote-write-samples-written"),
+    HeaderName::from_static("x-prometheus-remote-write-histograms-written"),
+    HeaderName::from_static("x-prometheus-remote-write-exemplars-written"),
+];
+
+/// What came back from upstream, already bounded.
+#[derive(Debug)]
+pub struct UpstreamAnswer {
+    /// The upstream's status.
+    pub status: StatusCode,
+    /// Relayed headers only.
+    pub headers: HeaderMap,
+    /// At most [`MAX_RELAYED_BODY`] bytes of the upstream's body.
+    pub body: Bytes,
+    /// Time from sending to the complete (bounded) answer.
+    pub latency: Duration,
+}
+
+impl UpstreamAnswer {
+    /// The answer as a response to the sender: status, relayed headers and body unchanged.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut resp = Response::new(Full::new(self.body));
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers;
+        resp
+    }
+}
+
+/// Pooled client to the upstream.
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    client: Client<HttpsConnector<HttpConnector>, OutboundBody>,
+    timeout: Duration,
+}
+
+/// Failure to set up TLS.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS setup failed: {0}")]
+pub struct TlsSetupError(String);
+
+impl UpstreamClient {
+    /// A client trusting the usual roots plus `extra_roots`, with `timeout` per exchange.
+    pub fn new(
+        extra_roots: &[CertificateDer<'static>],
+        timeout: Duration,
+    ) -> Result<Self, TlsSetupError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // Missing system roots are normal in a scratch image; the webpki roots cover AWS.
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        for cert in extra_roots {
+            roots.add(cert.clone()).map_err(|e| {
+                TlsSetupError(format!("--upstream-ca-file certificate rejected: {e}"))
+            })?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsSetupError(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(https);
+        Ok(Self { client, timeout })
+    }
+
+    /// Sends `req` and reads the bounded answer, all within the configured timeout.
+    pub async fn send(&self, req: Request<OutboundBody>) -> Result<UpstreamAnswer, ProxyError> {
+        let started = Instant::now();
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(classify)?;
+            let (parts, body) = resp.into_parts();
+            let body = read_bounded(body).await?;
+            Ok::<_, ProxyError>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))??;
+        let mut headers = HeaderMap::new();
+        for name in &RELAYED_RESPONSE_HEADERS {
+            for v in parts.headers.get_all(name) {
+                headers.append(name.clone(), v.clone());
+            }
+        }
+        Ok(UpstreamAnswer {
+            status: parts.status,
+            headers,
+            body,
+            latency: started.elapsed(),
+        })
+    }
+}
+
+/// Reads at most [`MAX_RELAYED_BODY`] bytes; a longer body is cut (and its connection not reused).
+async fn read_bounded(mut body: hyper::body::Incoming) -> Result<Bytes, ProxyError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ProxyError::Upstream(format!("reading response body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            let room = MAX_RELAYED_BODY - buf.len();
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+            if buf.len() == MAX_RELAYED_BODY {
+                break;
+            }
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn classify(e: hyper_util::client::legacy::Error) -> ProxyError {
+    let detail = error_chain(&e);
+    if e.is_connect() {
+        ProxyError::UpstreamConnect(detail)
+    } else {
+        ProxyError::Upstream(detail)
+    }
+}
+
+/// "outer: inner: root" — hyper's top-level messages alone are too vague to act on.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        source = s.source();
+    }
+    out
+}

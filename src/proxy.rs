@@ -125,9 +125,9 @@ where
         Box::pin(async move {
             let mut resp = match handle(&shared, route, req).await {
                 Ok(resp) => resp,
-                Err(err) => {
-                    log_failure(route, &err);
-                    err.into_response()
+                Err(failure) => {
+                    log_failure(route, &failure);
+                    failure.error.into_response()
                 }
             };
             resp.extensions_mut().insert(route);
@@ -140,7 +140,7 @@ async fn handle<B>(
     shared: &Shared,
     route: Route,
     req: Request<B>,
-) -> Result<Response<ResponseBody>, ProxyError>
+) -> Result<Response<ResponseBody>, Failure>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -152,12 +152,14 @@ where
         Route::Write(_) => Err(ProxyError::MethodNotAllowed {
             method,
             allow: "POST",
-        }),
+        }
+        .into()),
         Route::Metrics | Route::Healthy | Route::Ready if !read_only => {
             Err(ProxyError::MethodNotAllowed {
                 method,
                 allow: "GET, HEAD",
-            })
+            }
+            .into())
         }
         Route::Metrics => Ok(text(
             StatusCode::OK,
@@ -184,7 +186,8 @@ where
         Route::Unmatched => Err(ProxyError::NotFound(format!(
             "{}, {} and {}",
             WRITE_PATHS[0], WRITE_PATHS[1], shared.upstream_target.path
-        ))),
+        ))
+        .into()),
     }
 }
 
@@ -200,7 +203,7 @@ async fn forward<B>(
     shared: &Shared,
     route: Route,
     req: Request<B>,
-) -> Result<Response<ResponseBody>, ProxyError>
+) -> Result<Response<ResponseBody>, Failure>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -211,7 +214,8 @@ where
         // Refuse before reading a byte of it.
         return Err(ProxyError::PayloadTooLarge {
             limit: shared.max_body_size,
-        });
+        }
+        .into());
     }
     // Fail fast, without reading the body, when there is nothing to sign with.
     shared
@@ -241,7 +245,15 @@ where
         )
         .map_err(|e| ProxyError::Signing(e.to_string()))?;
 
-    let answer = shared.client.send(outbound).await?;
+    let sent = std::time::Instant::now();
+    let answer = shared
+        .client
+        .send(outbound)
+        .await
+        .map_err(|error| Failure {
+            error,
+            upstream_latency: Some(sent.elapsed()),
+        })?;
     shared.metrics.forwarded_bytes.inc_by(body.len());
     shared
         .metrics
@@ -346,13 +358,34 @@ fn build_outbound(
     req
 }
 
-fn log_failure(route: Route, err: &ProxyError) {
+/// A failed request: the error, and how long the upstream took if it was involved.
+#[derive(Debug)]
+struct Failure {
+    error: ProxyError,
+    upstream_latency: Option<std::time::Duration>,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Self {
+            error,
+            upstream_latency: None,
+        }
+    }
+}
+
+/// One line per failed request. Scanners' 404/405s only at debug level.
+fn log_failure(route: Route, failure: &Failure) {
+    let err = &failure.error;
     let status = err.status().as_u16();
+    let upstream_latency_ms = failure.upstream_latency.map(|d| d.as_millis() as u64);
     match err {
         ProxyError::NotFound(_) | ProxyError::MethodNotAllowed { .. } => {
             tracing::debug!(path = route.label(), status, reason = %err, "request refused")
         }
-        _ => tracing::warn!(path = route.label(), status, reason = %err, "request failed"),
+        _ => {
+            tracing::warn!(path = route.label(), status, reason = %err, upstream_latency_ms, "request failed")
+        }
     }
 }
 

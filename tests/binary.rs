@@ -1,0 +1,343 @@
+//! The real binary as a user runs it: configuration through flags and `AMP_RW_PROXY_*`
+//! variables, base credentials from the AWS SDK's default chain (environment variables here),
+//! logs, signals and exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+
+const BASE_TOKEN: &str = "base-session-token-DO-NOT-LOG-31aa02";
+const INBOUND_BEARER: &str = "inbound-bearer-DO-NOT-LOG-0f0f0f";
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.child.wait().unwrap()
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A command with a hermetic environment: the only AWS credentials are Account B's base keys in
+/// environment variables, no profile files, no instance metadata.
+fn command(extra_env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_amp-rw-proxy"));
+    let home = std::env::temp_dir().join(format!("amp-rw-proxy-test-home-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("config"), "").unwrap();
+    std::fs::write(home.join("credentials"), "").unwrap();
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("AWS_ACCESS_KEY_ID", BASE_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", BASE_SECRET)
+        .env("AWS_SESSION_TOKEN", BASE_TOKEN)
+        .env("AWS_CONFIG_FILE", home.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_BACKTRACE", "1");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Starts the binary and waits for its "listening" log line (the readiness signal for the port).
+fn spawn(mut cmd: Command) -> Running {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let logs = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        let (logs, tx) = (logs.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    if let Some(addr) = listen_addr(&line) {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut l = logs.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(a) => a,
+        Err(_) => panic!("no listening line; logs:\n{}", logs.lock().unwrap()),
+    };
+    Running { child, addr, logs }
+}
+
+/// `listen=127.0.0.1:1234` (text) or `"listen":"127.0.0.1:1234"` (JSON).
+fn listen_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line
+        .split_once("listen=")
+        .or_else(|| line.split_once("\"listen\":\""))?
+        .1;
+    let end = rest.find([' ', '"']).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+async fn wait_ready(r: &Running) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while get(&r.url("/-/ready")).await.status != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready:\n{}",
+            r.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn proxy_env<'a>(sts: &'a str, amp: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("AMP_RW_PROXY_LISTEN", "127.0.0.1:0"),
+        ("AMP_RW_PROXY_UPSTREAM_URL", amp),
+        ("AMP_RW_PROXY_REGION", REGION),
+        ("AMP_RW_PROXY_ROLE_ARN", ROLE_ARN),
+        ("AMP_RW_PROXY_EXTERNAL_ID", EXTERNAL_ID),
+        ("AMP_RW_PROXY_STS_ENDPOINT", sts),
+    ]
+}
+
+#[test]
+fn config_errors_are_all_reported_with_exit_code_64_and_no_panic() {
+    let out = command(&[("AMP_RW_PROXY_SESSION_DURATION", "20h")])
+        .args([
+            "--listen",
+            "not-an-address",
+            "--role-arn",
+            "role",
+            "--log-format",
+            "xml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for flag in [
+        "--listen",
+        "--upstream-url",
+        "--role-arn",
+        "--log-format",
+        "--session-duration",
+    ] {
+        assert!(err.contains(flag), "{flag} missing from:\n{err}");
+    }
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+
+    let out = command(&[]).arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = command(&[]).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for documented in [
+        "AMP_RW_PROXY_UPSTREAM_URL",
+        "[default: 127.0.0.1:8080]",
+        "[default: 32MiB]",
+        "[default: 1h]",
+    ] {
+        assert!(help.contains(documented), "--help lacks {documented}");
+    }
+}
+
+async fn secrets_stay_out_of_logs(format: &str) {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    let (sts_url, amp_url) = (sts.url(), amp.url());
+    let mut env = proxy_env(&sts_url, &amp_url);
+    env.push(("RUST_LOG", "trace"));
+    env.push(("AMP_RW_PROXY_LOG_FORMAT", format));
+    let mut proxy = spawn(command(&env));
+    wait_ready(&proxy).await;
+
+    let (_, body) = write_request(10);
+    let req = prometheus_post(&proxy.url("/api/v1/write"))
+        .header("authorization", format!("Bearer {INBOUND_BEARER}"))
+        .body(Full::new(body.clone()))
+        .unwrap();
+    assert_eq!(send(req).await.status, StatusCode::NO_CONTENT);
+    // A failing exchange too: error paths log more.
+    amp.set_reply(Reply {
+        status: 403,
+        body: "The security token included in the request is invalid",
+        ..Reply::default()
+    });
+    assert_eq!(
+        write(&proxy.url("/api/v1/write"), body).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let status = proxy.terminate();
+    assert!(status.success(), "exit {status:?}");
+
+    let logs = proxy.logs();
+    assert!(
+        logs.contains("TRACE") || logs.contains("\"level\":\"TRACE\""),
+        "trace logging was on:\n{logs}"
+    );
+    assert!(logs.contains("obtained AWS credentials"));
+    assert!(logs.contains("upstream rejected request") && logs.contains("403"));
+    let signature = amp.received()[0].headers["authorization"]
+        .to_str()
+        .unwrap()
+        .split("Signature=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    for secret in [
+        BASE_SECRET,
+        BASE_TOKEN,
+        ASSUMED_SECRET,
+        ASSUMED_TOKEN,
+        INBOUND_BEARER,
+        &signature,
+        EXTERNAL_ID,
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "secret {secret:?} found in {format} logs"
+        );
+    }
+    if format == "json" {
+        for line in logs.lines() {
+            assert!(line.starts_with('{'), "non-JSON log line: {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_text_logs_at_trace_level() {
+    secrets_stay_out_of_logs("text").await;
+}
+
+#[tokio::test]
+async fn secrets_never_reach_json_logs_at_trace_level() {
+    secrets_stay_out_of_logs("json").await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_0() {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    amp.set_reply(Reply {
+        delay: Duration::from_millis(800),
+        ..Reply::default()
+    });
+    let (sts_url, amp_url) = (sts.url(), amp.url());
+    let mut proxy = spawn(command(&proxy_env(&sts_url, &amp_url)));
+    wait_ready(&proxy).await;
+    let (_, body) = write_request(1);
+    let url = proxy.url("/api/v1/write");
+    let arrived = amp.arrived.notified();
+    let in_flight = tokio::spawn(async move { write(&url, body).await.status });
+    arrived.await;
+    let pid = proxy.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert_eq!(
+        in_flight.await.unwrap(),
+        StatusCode::NO_CONTENT,
+        "answered during drain"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let s = proxy.child.wait().unwrap();
+        (s, proxy.logs())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.code(), Some(0), "{}", status.1);
+    assert!(status.1.contains("received SIGTERM"));
+}
+
+#[tokio::test]
+async fn startup_line_names_upstream_region_and_role_without_secrets() {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    let (sts_url, amp_url) = (sts.url(), amp.url());
+    let mut proxy = spawn(command(&proxy_env(&sts_url, &amp_url)));
+    wait_ready(&proxy).await;
+    let logs = proxy.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("amp-rw-proxy listening"))
+        .unwrap();
+    for part in [
+        amp.addr.to_string().as_str(),
+        REGION,
+        ROLE_ARN,
+        WORKSPACE_PATH,
+    ] {
+        assert!(line.contains(part), "{part} not in startup line: {line}");
+    }
+    assert!(
+        logs.contains("plain http://"),
+        "warns about an unencrypted upstream"
+    );
+    // The request path needs no credentials flags: `--upstream-url` etc. came from the env.
+    let a = send(
+        Request::post(proxy.url("/api/v1/write"))
+            .body(Full::new(write_request(1).1))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert!(proxy.terminate().success());
+}
+
+#[tokio::test]
+async fn the_sdks_aws_endpoint_url_sts_is_honoured() {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    let (sts_url, amp_url) = (sts.url(), amp.url());
+    let mut env: Vec<_> = proxy_env(&sts_url, &amp_url)
+        .into_iter()
+        .filter(|(k, _)| *k != "AMP_RW_PROXY_STS_ENDPOINT")
+        .collect();
+    env.push(("AWS_ENDPOINT_URL_STS", &sts_url));
+    let mut proxy = spawn(command(&env));
+    wait_ready(&proxy).await;
+    assert_eq!(sts.calls(), 1);
+    assert!(proxy.terminate().success());
+}

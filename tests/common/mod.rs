@@ -53,9 +53,14 @@ fn len_field(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
-/// A remote-write 1.0 `WriteRequest` with `series` series of one sample each, protobuf-encoded
-/// by hand (prompb field numbers), then snappy block-compressed as Prometheus sends it.
+/// A remote-write 1.0 `WriteRequest` with `series` series of one sample each (timestamped now,
+/// so a real receiver accepts it), protobuf-encoded by hand (prompb field numbers), then snappy
+/// block-compressed as Prometheus sends it.
 pub fn write_request(series: usize) -> (Vec<u8>, Bytes) {
+    let now_ms = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let mut req = Vec::new();
     for i in 0..series {
         let mut ts = Vec::new();
@@ -72,7 +77,7 @@ pub fn write_request(series: usize) -> (Vec<u8>, Bytes) {
         sample.push(0x09); // field 1, fixed64 (double)
         sample.extend_from_slice(&(i as f64).to_le_bytes());
         sample.push(0x10); // field 2, varint
-        varint(1_700_000_000_000, &mut sample);
+        varint(now_ms, &mut sample);
         len_field(2, &sample, &mut ts);
         len_field(1, &ts, &mut req);
     }

@@ -1,0 +1,308 @@
+//! End-to-end suite against software nobody on this project wrote:
+//! Prometheus (sender) → amp-rw-proxy → AMP stand-in (botocore SigV4 check) → Prometheus
+//! (receiver), with the cross-account credentials issued by moto's STS.
+//!
+//! Needs the peers from `tests/peers/install.sh`; fails (never skips) without them.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod harness;
+
+use std::time::Duration;
+
+use common::{prometheus_post, send, write_request};
+use harness::*;
+use http_body_util::Full;
+
+const EXTERNAL_ID: &str = "e2e-external-id";
+const ARRIVAL: Duration = Duration::from_secs(90);
+
+/// The whole chain, healthy.
+struct Chain {
+    moto: Moto,
+    receiver: Prometheus,
+    standin: StandIn,
+    proxy: Proxy,
+    sender: Prometheus,
+}
+
+async fn chain(
+    peers: &Peers,
+    prometheus: &std::path::Path,
+    proxy_external_id: &str,
+    rw2: bool,
+) -> Chain {
+    let moto = Moto::start(peers, EXTERNAL_ID);
+    let receiver = Prometheus::start(prometheus, Role::Receiver { rw2 });
+    receiver.wait_ready().await;
+    let standin = StandIn::start(peers, &moto, &receiver, 0, false);
+    let proxy = Proxy::start(&moto, &standin, proxy_external_id, "127.0.0.1:0");
+    let url = proxy.url("/api/v1/write");
+    let sender = Prometheus::start(
+        prometheus,
+        Role::Sender {
+            url: &url,
+            extra_targets: &[proxy.addr],
+            rw2,
+        },
+    );
+    sender.wait_ready().await;
+    Chain {
+        moto,
+        receiver,
+        standin,
+        proxy,
+        sender,
+    }
+}
+
+/// Waits until the receiver holds series of both scrape jobs (the sender's own and the proxy's
+/// /metrics, which thus travel through the proxy itself).
+async fn wait_for_series(receiver: &Prometheus) {
+    eventually("the sender's series in the receiver", ARRIVAL, || async {
+        let sender = receiver.query(r#"up{job="sender"}"#, None).await;
+        let proxy = receiver.query("amp_rw_proxy_build_info", None).await;
+        (!sender.is_empty() && !proxy.is_empty()).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the receiver holds, for the window ending at `at`, exactly as many samples of
+/// the sender's `up` series as the sender itself has — nothing lost. Returns the count.
+async fn wait_until_nothing_lost(
+    sender: &Prometheus,
+    receiver: &Prometheus,
+    at: f64,
+    window_secs: u64,
+) -> f64 {
+    let q = format!(r#"count_over_time(up{{job="sender"}}[{window_secs}s])"#);
+    let want = sender.query(&q, Some(at)).await;
+    assert_eq!(want.len(), 1, "sender has its own up series");
+    let want = want[0].1;
+    assert!(want >= 3.0, "the window holds several scrapes ({want})");
+    eventually(
+        &format!("{want} samples of up{{job=\"sender\"}} in the receiver"),
+        ARRIVAL,
+        || async {
+            let got = receiver.query(&q, Some(at)).await;
+            (got.first().map(|g| g.1) == Some(want)).then_some(want)
+        },
+    )
+    .await
+}
+
+async fn assert_sender_lost_nothing(sender: &Prometheus) {
+    for counter in [
+        "prometheus_remote_storage_samples_failed_total",
+        "prometheus_remote_storage_samples_dropped_total",
+    ] {
+        assert_eq!(sender.own_metric(counter).await, 0.0, "{counter}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_remote_write_1_from_prometheus_2() {
+    let peers = Peers::find();
+    let c = chain(&peers, &peers.prometheus, EXTERNAL_ID, false).await;
+    c.proxy.wait_ready().await;
+    wait_for_series(&c.receiver).await;
+    let start = unix_now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let at = unix_now() - 1.0;
+    wait_until_nothing_lost(&c.sender, &c.receiver, at, (at - start + 30.0) as u64).await;
+
+    let stats = c.standin.stats().await;
+    assert_eq!(
+        stats["rejected"], 0,
+        "stand-in rejected: {}",
+        stats["reasons"]
+    );
+    assert!(stats["accepted"].as_u64().unwrap() >= 3);
+    assert_eq!(
+        c.moto.assumed_roles().await.len(),
+        1,
+        "exactly one AssumeRole for the run"
+    );
+    assert!(
+        c.sender
+            .own_metric("prometheus_remote_storage_samples_total")
+            .await
+            > 0.0
+    );
+    assert_sender_lost_nothing(&c.sender).await;
+
+    // Header hygiene: a request carrying its own credentials and a foreign Host still goes to
+    // the configured upstream only, signed only by the proxy.
+    let (_, body) = write_request(3);
+    let req = prometheus_post(&c.proxy.url("/api/v1/write"))
+        .header("host", "evil.example")
+        .header("authorization", "AWS4-HMAC-SHA256 Credential=AKIAEVILEVILEVILEVIL/20200101/us-east-1/aps/aws4_request, SignedHeaders=host, Signature=00")
+        .header("x-amz-security-token", "forged-token")
+        .header("x-amz-date", "20200101T000000Z")
+        .body(Full::new(body))
+        .unwrap();
+    let answer = send(req).await;
+    assert_eq!(answer.status, 204, "{}", answer.text());
+    let stats = c.standin.stats().await;
+    assert_eq!(stats["rejected"], 0, "{}", stats["reasons"]);
+    let last = &stats["last_headers"];
+    let minted = c.moto.assumed_roles().await;
+    let (key, token) = &minted[0];
+    assert!(
+        last["authorization"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Credential={key}/"))
+    );
+    assert_eq!(last["x-amz-security-token"].as_str(), Some(token.as_str()));
+    assert_eq!(
+        last["host"].as_str().unwrap(),
+        format!("127.0.0.1:{}", c.standin.port)
+    );
+    let hygiene = c
+        .receiver
+        .query(r#"test_metric{instance="host-2"}"#, None)
+        .await;
+    assert_eq!(hygiene.len(), 1, "the hand-made request landed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_external_id_loses_nothing_once_fixed() {
+    let peers = Peers::find();
+    let mut c = chain(&peers, &peers.prometheus, "not-the-external-id", false).await;
+    let start = unix_now();
+    // STS (moto) refuses: the proxy stays up, not ready, and says why.
+    let ready = eventually("/-/ready to report AccessDenied", ARRIVAL, || async {
+        let r = common::get(&c.proxy.url("/-/ready")).await;
+        r.text().contains("AccessDenied").then_some(r)
+    })
+    .await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(common::get(&c.proxy.url("/-/healthy")).await.status, 200);
+    // The sender's batches get 5xx and are retried, not dropped.
+    eventually("the sender to retry", ARRIVAL, || async {
+        (c.sender
+            .own_metric("prometheus_remote_storage_samples_retried_total")
+            .await
+            > 0.0)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_sender_lost_nothing(&c.sender).await;
+    assert!(c.moto.assumed_roles().await.is_empty());
+    assert_eq!(
+        c.standin.stats().await["accepted"],
+        0,
+        "nothing reached the workspace"
+    );
+
+    // Restart with the right ExternalId on the same address; every retried sample arrives.
+    let fixed_at = unix_now();
+    let listen = c.proxy.addr.to_string();
+    assert!(c.proxy.proc.terminate().success());
+    c.proxy = Proxy::start(&c.moto, &c.standin, EXTERNAL_ID, &listen);
+    c.proxy.wait_ready().await;
+    let n = wait_until_nothing_lost(
+        &c.sender,
+        &c.receiver,
+        fixed_at,
+        (fixed_at - start + 30.0) as u64,
+    )
+    .await;
+    assert!(n >= 3.0);
+    assert_sender_lost_nothing(&c.sender).await;
+    assert_eq!(c.standin.stats().await["rejected"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_signatures_are_refused_and_reach_the_sender_as_403() {
+    let peers = Peers::find();
+    let mut c = chain(&peers, &peers.prometheus, EXTERNAL_ID, false).await;
+    c.proxy.wait_ready().await;
+    wait_for_series(&c.receiver).await;
+    // The workspace now checks with a different secret for the same key.
+    let port = c.standin.port;
+    c.standin.proc.terminate();
+    c.standin = StandIn::start(&peers, &c.moto, &c.receiver, port, true);
+    eventually(
+        "the sender to count non-retryable failures",
+        ARRIVAL,
+        || async {
+            (c.sender
+                .own_metric("prometheus_remote_storage_samples_failed_total")
+                .await
+                > 0.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let stats = c.standin.stats().await;
+    assert!(stats["rejected"].as_u64().unwrap() > 0);
+    assert_eq!(stats["accepted"], 0);
+    // The upstream's reason is in the proxy's log, and the sender saw a 403, not a 5xx.
+    let line = c
+        .proxy
+        .proc
+        .wait_for_log("upstream rejected request", Duration::from_secs(10));
+    assert!(
+        line.contains("status=403") && line.contains("SignatureDoesNotMatch"),
+        "{line}"
+    );
+    let metrics = common::get(&c.proxy.url("/metrics")).await.text();
+    assert!(metrics.contains(r#"amp_rw_proxy_requests_total{path="/api/v1/write",code="403"}"#));
+    assert!(
+        c.sender.proc.log().contains("403"),
+        "sender log mentions the 403"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_remote_write_2_from_prometheus_3() {
+    let peers = Peers::find();
+    let c = chain(&peers, &peers.prometheus3, EXTERNAL_ID, true).await;
+    c.proxy.wait_ready().await;
+    wait_for_series(&c.receiver).await;
+    let start = unix_now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let at = unix_now() - 1.0;
+    wait_until_nothing_lost(&c.sender, &c.receiver, at, (at - start + 30.0) as u64).await;
+    let stats = c.standin.stats().await;
+    assert_eq!(stats["rejected"], 0, "{}", stats["reasons"]);
+    let content_type = stats["last_headers"]["content-type"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        content_type,
+        "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+    );
+    assert_eq!(c.moto.assumed_roles().await.len(), 1);
+    assert_sender_lost_nothing(&c.sender).await;
+
+    // The receiver's *-Written headers come back through the proxy: replay a real v2 batch.
+    let body = common::get(&format!("http://127.0.0.1:{}/-/last-body", c.standin.port))
+        .await
+        .body;
+    let req = http::Request::post(c.proxy.url("/api/v1/write"))
+        .header("content-type", content_type)
+        .header("content-encoding", "snappy")
+        .header("x-prometheus-remote-write-version", "2.0.0")
+        .body(Full::new(body))
+        .unwrap();
+    let answer = send(req).await;
+    assert!(
+        answer.status.is_success(),
+        "{} {}",
+        answer.status,
+        answer.text()
+    );
+    let written = answer
+        .headers
+        .get("x-prometheus-remote-write-samples-written");
+    assert!(
+        written.is_some_and(|v| v.to_str().unwrap().parse::<u64>().unwrap() > 0),
+        "{:?}",
+        answer.headers
+    );
+}

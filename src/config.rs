@@ -547,7 +547,21 @@ fn load_ca_file(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> 
         .map_err(|e| format!("--upstream-ca-file {}: {e}", path.display()))?
         .collect();
     match certs {
-        Ok(c) if !c.is_empty() => Ok(c),
+        Ok(c) if !c.is_empty() => {
+            // Check now that each is usable as a trust anchor, so a bad file is a config error
+            // (exit 64, reported with the others) rather than a failure after startup.
+            let mut store = rustls::RootCertStore::empty();
+            for (i, cert) in c.iter().enumerate() {
+                store.add(cert.clone()).map_err(|e| {
+                    format!(
+                        "--upstream-ca-file {}: certificate #{}: {e}",
+                        path.display(),
+                        i + 1
+                    )
+                })?;
+            }
+            Ok(c)
+        }
         Ok(_) => Err(format!(
             "--upstream-ca-file {}: no PEM certificates found",
             path.display()
@@ -741,6 +755,38 @@ mod tests {
         assert_eq!(parse_size("f", "1048576"), Ok(1_048_576));
         assert!(parse_size("f", "MiB").is_err());
         assert!(parse_size("f", "99999999999GiB").is_err());
+    }
+
+    #[test]
+    fn a_broken_ca_file_is_a_config_error() {
+        let dir = std::env::temp_dir().join(format!("amp-rw-proxy-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no pem here").unwrap();
+        for (file, why) in [
+            (&broken, "certificate #1"),
+            (&empty, "no PEM certificates"),
+            (&dir.join("missing.pem"), ""),
+        ] {
+            let args = [
+                "--upstream-url",
+                URL,
+                "--upstream-ca-file",
+                file.to_str().unwrap(),
+            ];
+            let errs = Config::from_cli(&cli(&args), &env()).unwrap_err();
+            assert!(
+                errs.0[0].contains("--upstream-ca-file") && errs.0[0].contains(why),
+                "{errs}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

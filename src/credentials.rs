@@ -41,6 +41,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shortest delay between two successful fetches, whatever the expiry says.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest the refresher sleeps without looking at the wall clock. Tokio's timers follow a
+/// monotonic clock that stands still while a host is suspended or a VM paused, but credentials
+/// expire by the wall clock: after such a pause the refresher notices within this time.
+const WALL_CLOCK_CHECK: Duration = Duration::from_secs(10);
 
 /// Source of wall-clock time, replaceable in tests.
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -123,7 +127,8 @@ fn is_usable(c: &Credentials, now: SystemTime) -> bool {
 }
 
 /// When to fetch again after a successful fetch: `REFRESH_LEAD + jitter * REFRESH_JITTER`
-/// before `expiry`. If the credentials live shorter than that lead, halfway to expiry.
+/// before `expiry`. If the credentials live shorter than that lead, halfway to the moment they
+/// stop being usable for signing (expiry minus [`SIGNING_MARGIN`]), so there is time to retry.
 /// `jitter` is in `[0, 1)`.
 pub fn refresh_delay(now: SystemTime, expiry: Option<SystemTime>, jitter: f64) -> Duration {
     let Some(expiry) = expiry else {
@@ -131,7 +136,11 @@ pub fn refresh_delay(now: SystemTime, expiry: Option<SystemTime>, jitter: f64) -
     };
     let left = expiry.duration_since(now).unwrap_or(Duration::ZERO);
     let lead = REFRESH_LEAD + REFRESH_JITTER.mul_f64(jitter.clamp(0.0, 1.0));
-    let delay = if left > lead { left - lead } else { left / 2 };
+    let delay = if left > lead {
+        left - lead
+    } else {
+        left.saturating_sub(SIGNING_MARGIN) / 2
+    };
     delay.max(MIN_REFRESH_INTERVAL)
 }
 
@@ -188,7 +197,18 @@ impl CredentialRefresher {
                     d
                 }
             };
-            tokio::time::sleep(delay).await;
+            self.sleep_wall_clock(delay).await;
+        }
+    }
+
+    /// Sleeps until `wait` has passed on the wall clock (see [`WALL_CLOCK_CHECK`]).
+    async fn sleep_wall_clock(&self, wait: Duration) {
+        let until = self.cache.clock.now() + wait;
+        loop {
+            match until.duration_since(self.cache.clock.now()) {
+                Ok(left) if !left.is_zero() => tokio::time::sleep(left.min(WALL_CLOCK_CHECK)).await,
+                _ => return,
+            }
         }
     }
 
@@ -415,7 +435,13 @@ mod tests {
             (Some(min(60)), 0.999_999, min(50)),
             (Some(min(15)), 0.0, min(10)),
             (Some(min(8)), 0.0, min(3)),
-            (Some(min(4)), 0.0, min(2)), // shorter than the lead: halfway
+            // Shorter than the lead: halfway to expiry minus the signing margin.
+            (Some(min(4)), 0.0, Duration::from_millis(112_500)),
+            (
+                Some(Duration::from_secs(30)),
+                0.0,
+                Duration::from_millis(7_500),
+            ),
             (Some(Duration::ZERO), 0.0, MIN_REFRESH_INTERVAL), // never a hot loop
             (None, 0.3, STATIC_REFRESH_INTERVAL),
         ];

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
+    let shutdown = server::shutdown_signal();
     let sdk = amp_rw_proxy::load_aws_config(&config.region).await;
     let app = match App::build(&config, &sdk).await {
         Ok(app) => app,
@@ -77,7 +78,7 @@ async fn run(config: Config) -> ExitCode {
     match server::serve(
         listener,
         app.service.clone(),
-        server::shutdown_signal(),
+        shutdown,
         config.shutdown_grace,
     )
     .await

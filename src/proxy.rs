@@ -183,11 +183,10 @@ where
                 format!("not ready: {why}\n"),
             ),
         }),
-        Route::Unmatched => Err(ProxyError::NotFound(format!(
-            "{}, {} and {}",
-            WRITE_PATHS[0], WRITE_PATHS[1], shared.upstream_target.path
-        ))
-        .into()),
+        // The workspace path is accepted too, but not advertised: it names the workspace.
+        Route::Unmatched => {
+            Err(ProxyError::NotFound(format!("{} and {}", WRITE_PATHS[0], WRITE_PATHS[1])).into())
+        }
     }
 }
 
@@ -209,7 +208,7 @@ where
     B::Error: std::fmt::Display,
 {
     let (parts, body) = req.into_parts();
-    check_media_types(&parts.headers)?;
+    check_request_headers(&parts.headers)?;
     if declared_length(&parts.headers)? > Some(shared.max_body_size) {
         // Refuse before reading a byte of it.
         return Err(ProxyError::PayloadTooLarge {
@@ -280,12 +279,16 @@ where
 
 /// `Content-Encoding` must be snappy when present; `Content-Type` must be protobuf when
 /// present (any `proto=` parameter). A missing `Content-Type` means remote-write 1.0, as the
-/// reference receiver treats it.
-fn check_media_types(h: &HeaderMap) -> Result<(), ProxyError> {
-    if let Some(enc) = h.get(header::CONTENT_ENCODING) {
-        let ok = enc
-            .to_str()
-            .is_ok_and(|v| v.trim().eq_ignore_ascii_case(SNAPPY));
+/// reference receiver treats it. Every value of a repeated header is checked, so a second,
+/// contradicting header cannot slip past. `X-Prometheus-Remote-Write-Version` is copied upstream
+/// and signed, so it must be text: otherwise the request could never be signed (400, not a
+/// 5xx the sender would retry forever).
+fn check_request_headers(h: &HeaderMap) -> Result<(), ProxyError> {
+    for enc in h.get_all(header::CONTENT_ENCODING) {
+        let ok = enc.to_str().is_ok_and(|v| {
+            v.split(',')
+                .all(|coding| coding.trim().eq_ignore_ascii_case(SNAPPY))
+        });
         if !ok {
             return Err(ProxyError::UnsupportedMediaType(format!(
                 "Content-Encoding {:?}; remote-write bodies must be snappy",
@@ -293,7 +296,13 @@ fn check_media_types(h: &HeaderMap) -> Result<(), ProxyError> {
             )));
         }
     }
-    if let Some(ct) = h.get(header::CONTENT_TYPE) {
+    let mut types = h.get_all(header::CONTENT_TYPE).iter();
+    if let Some(ct) = types.next() {
+        if types.next().is_some() {
+            return Err(ProxyError::UnsupportedMediaType(
+                "more than one Content-Type header".into(),
+            ));
+        }
         let media = ct
             .to_str()
             .ok()
@@ -303,6 +312,14 @@ fn check_media_types(h: &HeaderMap) -> Result<(), ProxyError> {
                 "Content-Type {:?}; remote-write bodies must be application/x-protobuf",
                 String::from_utf8_lossy(ct.as_bytes())
             )));
+        }
+    }
+    let mut versions = h.get_all(&REMOTE_WRITE_VERSION).iter();
+    if let Some(v) = versions.next() {
+        if v.to_str().is_err() || versions.next().is_some() {
+            return Err(ProxyError::BadRequest(
+                "X-Prometheus-Remote-Write-Version must be a single plain-text value".into(),
+            ));
         }
     }
     Ok(())
@@ -399,10 +416,14 @@ mod tests {
     use super::*;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.parse().unwrap(), HeaderValue::from_str(v).unwrap()))
-            .collect()
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                k.parse::<header::HeaderName>().unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
     }
 
     #[test]
@@ -429,9 +450,36 @@ mod tests {
             (&[("content-type", "application/json")], false),
             (&[("content-type", "text/plain")], false),
             (&[("content-encoding", "")], false),
+            (
+                &[("content-encoding", "snappy"), ("content-encoding", "gzip")],
+                false,
+            ),
+            (&[("content-encoding", "snappy, gzip")], false),
+            (
+                &[
+                    ("content-type", "application/x-protobuf"),
+                    ("content-type", "application/json"),
+                ],
+                false,
+            ),
+            (&[("x-prometheus-remote-write-version", "0.1.0")], true),
+            (
+                &[
+                    ("x-prometheus-remote-write-version", "0.1.0"),
+                    ("x-prometheus-remote-write-version", "2.0.0"),
+                ],
+                false,
+            ),
         ];
         for (h, ok) in cases {
-            assert_eq!(check_media_types(&headers(h)).is_ok(), *ok, "{h:?}");
+            assert_eq!(check_request_headers(&headers(h)).is_ok(), *ok, "{h:?}");
         }
+        let mut non_text = HeaderMap::new();
+        non_text.insert(
+            "x-prometheus-remote-write-version",
+            HeaderValue::from_bytes(b"0.1\xff").unwrap(),
+        );
+        let err = check_request_headers(&non_text).unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
     }
 }

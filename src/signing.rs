@@ -135,6 +135,5 @@ mod tests {
         assert_eq!(h["x-amz-date"], "20231114T221320Z");
         assert_eq!(h["x-amz-security-token"], "the-token");
         assert_eq!(h["x-amz-content-sha256"], "ab".repeat(32).as_str());
-        assert!(!auth.contains("secret"));
     }
 }

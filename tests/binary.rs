@@ -191,7 +191,15 @@ async fn secrets_stay_out_of_logs(format: &str) {
     let mut env = proxy_env(&sts_url, &amp_url);
     env.push(("RUST_LOG", "trace"));
     env.push(("AMP_RW_PROXY_LOG_FORMAT", format));
+    // Start with STS refusing, so the error path of the credential fetch is logged too.
+    sts.set_deny(true);
     let mut proxy = spawn(command(&env));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !proxy.logs().contains("failed to obtain AWS credentials") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", proxy.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sts.set_deny(false);
     wait_ready(&proxy).await;
 
     let (_, body) = write_request(10);
@@ -219,6 +227,7 @@ async fn secrets_stay_out_of_logs(format: &str) {
         "trace logging was on:\n{logs}"
     );
     assert!(logs.contains("obtained AWS credentials"));
+    assert!(logs.contains("AccessDenied"), "STS's reason is logged");
     assert!(logs.contains("upstream rejected request") && logs.contains("403"));
     let signature = amp.received()[0].headers["authorization"]
         .to_str()

@@ -173,16 +173,79 @@ async fn wrong_external_id_is_refused_by_sts_and_answered_503() {
         &sts_url,
     ])
     .await;
-    while sts.calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // Readiness carries STS's reason once the first attempt has been refused.
+    let deadline = tokio::time::Instant::now() + READY;
+    loop {
+        let r = get(&proxy.url("/-/ready")).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        if r.text().contains("ExternalId does not match") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (_, body) = write_request(1);
     let a = write(&proxy.url("/api/v1/write"), body).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
+    assert!(a.text().contains("AccessDenied"), "{}", a.text());
+    assert_eq!(amp.count(), 0);
+}
+
+#[tokio::test]
+async fn load_never_changes_the_number_of_sts_calls() {
+    let sts = StsStandIn::start().await;
+    // Short-lived credentials: the refresh comes after 7.5 s, (30 s - 15 s margin) / 2.
+    sts.set_lifetime(Duration::from_secs(30));
+    let amp = AmpStandIn::start().await;
+    let proxy = ProxyUnderTest::start_with(&sts, &amp, &[]).await;
+    let (_, body) = write_request(20);
+    let url = proxy.url("/api/v1/write");
+    let burst = |n: usize| {
+        let (url, body) = (url.clone(), body.clone());
+        async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let (url, body) = (url.clone(), body.clone());
+                    tokio::spawn(async move { write(&url, body).await.status })
+                })
+                .collect();
+            let mut codes = Vec::new();
+            for t in tasks {
+                codes.push(t.await.unwrap().as_u16());
+            }
+            codes
+        }
+    };
+    // Cold start: 200 at once while credentials are being fetched. Each is answered (204 once
+    // credentials are there, 503 before), and STS sees one call.
+    let cold = burst(200).await;
+    assert!(cold.iter().all(|c| *c == 204 || *c == 503), "{cold:?}");
+    proxy.wait_ready(READY).await;
+    assert_eq!(sts.calls(), 1);
+    // Across the refresh boundary under steady concurrent load: never unready, never a failed
+    // request, and exactly one more STS call.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut requests = 0;
+    while sts.calls() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refresh within 20 s"
+        );
+        let codes = burst(20).await;
+        assert!(codes.iter().all(|c| *c == 204), "{codes:?}");
+        requests += codes.len();
+        assert_eq!(get(&proxy.url("/-/ready")).await.status, StatusCode::OK);
+    }
+    for _ in 0..5 {
+        assert!(burst(20).await.iter().all(|c| *c == 204));
+    }
+    assert!(requests > 100, "{requests} requests around the refresh");
     assert_eq!(
-        get(&proxy.url("/-/ready")).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
+        sts.calls(),
+        2,
+        "one STS call per credential lifetime, whatever the load"
     );
+    assert!(amp.received().iter().all(|r| r.verdict.is_ok()));
 }
 
 #[tokio::test]
@@ -332,6 +395,17 @@ async fn tls_upstream_with_extra_ca_negotiates_http2() {
         got[0].headers["host"],
         format!("localhost:{}", amp.addr.port()).as_str()
     );
+
+    // An HTTP/1.1-only TLS upstream: ALPN falls back.
+    let h1 = AmpStandIn::start_tls_http1_only().await;
+    std::fs::write(&ca, h1.tls_ca_pem.as_ref().unwrap()).unwrap();
+    let proxy_h1 =
+        ProxyUnderTest::start_with(&sts, &h1, &["--upstream-ca-file", ca.to_str().unwrap()]).await;
+    proxy_h1.wait_ready(READY).await;
+    let a = write(&proxy_h1.url("/api/v1/write"), body.clone()).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text());
+    assert_eq!(h1.received()[0].version, Version::HTTP_11);
+    assert!(h1.received()[0].verdict.is_ok());
 
     // Without the CA the certificate is not trusted: 502, and nothing was sent.
     let untrusted = ProxyUnderTest::start_with(&sts, &amp, &[]).await;

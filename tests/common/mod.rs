@@ -142,6 +142,10 @@ impl StsStandIn {
     pub fn set_deny(&self, deny: bool) {
         self.behaviour.lock().unwrap().deny = deny;
     }
+
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        self.behaviour.lock().unwrap().lifetime = lifetime;
+    }
 }
 
 async fn sts_handle(
@@ -276,15 +280,20 @@ pub struct AmpStandIn {
 
 impl AmpStandIn {
     pub async fn start() -> Self {
-        Self::start_inner(false).await
+        Self::start_inner(None).await
     }
 
     /// TLS with a fresh self-signed CA for `localhost`/127.0.0.1, offering h2 and http/1.1.
     pub async fn start_tls() -> Self {
-        Self::start_inner(true).await
+        Self::start_inner(Some(&[b"h2", b"http/1.1"])).await
     }
 
-    async fn start_inner(tls: bool) -> Self {
+    /// TLS offering only http/1.1 by ALPN (an HTTP/1.1-only load balancer).
+    pub async fn start_tls_http1_only() -> Self {
+        Self::start_inner(Some(&[b"http/1.1"])).await
+    }
+
+    async fn start_inner(alpn: Option<&[&[u8]]>) -> Self {
         let received = Arc::new(Mutex::new(Vec::new()));
         let reply = Arc::new(Mutex::new(Reply::default()));
         let arrived = Arc::new(Notify::new());
@@ -293,8 +302,8 @@ impl AmpStandIn {
             let (r, p, a) = (r.clone(), p.clone(), a.clone());
             async move { amp_handle(req, &r, &p, &a).await }
         };
-        if tls {
-            let (addr, ca) = serve_tls(handler).await;
+        if let Some(alpn) = alpn {
+            let (addr, ca) = serve_tls(handler, alpn).await;
             Self {
                 addr,
                 received,
@@ -516,7 +525,7 @@ where
     addr
 }
 
-async fn serve_tls<F, Fut>(handler: F) -> (SocketAddr, String)
+async fn serve_tls<F, Fut>(handler: F, alpn: &[&[u8]]) -> (SocketAddr, String)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -533,7 +542,7 @@ where
         .with_no_client_auth()
         .with_single_cert(vec![cert_der], key)
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

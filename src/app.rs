@@ -1,6 +1,7 @@
 //! Wiring: configuration + AWS SDK config → credential refresher + signing proxy service.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use aws_config::Region;
 use aws_config::SdkConfig;
@@ -12,9 +13,21 @@ use tower::Layer;
 use crate::config::Config;
 use crate::credentials::{Clock, CredentialCache, CredentialRefresher, SystemClock};
 use crate::metrics::{Metrics, RequestMetrics, RequestMetricsLayer};
-use crate::proxy::{Proxy, Shared};
+use crate::proxy::{Limits, Proxy, Shared};
 use crate::signing::Signer;
 use crate::upstream::UpstreamClient;
+
+impl App {
+    /// How [`crate::server::serve`] should run this app, from the configuration.
+    pub fn serve_options(&self, config: &Config) -> crate::server::ServeOptions {
+        crate::server::ServeOptions {
+            header_timeout: config.client_header_timeout,
+            drain_delay: config.drain_delay,
+            grace: config.shutdown_grace,
+            draining: self.draining.clone(),
+        }
+    }
+}
 
 /// The service stack handed to the server.
 pub type Service = RequestMetrics<Proxy>;
@@ -27,6 +40,8 @@ pub struct App {
     pub credentials: Arc<CredentialCache>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Set by the server when shutdown begins (readiness turns 503).
+    pub draining: Arc<AtomicBool>,
     refresher: JoinHandle<()>,
 }
 
@@ -56,12 +71,13 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Result<App, BuildError> {
         let metrics = Arc::new(Metrics::new());
+        let draining = Arc::new(AtomicBool::new(false));
         let (provider, description) = credentials_provider(config, sdk).await?;
         let credentials = Arc::new(CredentialCache::new(clock.clone()));
         let refresher =
             CredentialRefresher::new(provider, credentials.clone(), metrics.clone(), description)
                 .spawn();
-        let client = UpstreamClient::new(&config.upstream_ca_certs, config.upstream_timeout)
+        let client = UpstreamClient::new(&config.upstream_ca_certs)
             .map_err(|e| BuildError(e.to_string()))?;
         let proxy = Proxy::new(Shared {
             upstream_target: config.upstream.clone(),
@@ -71,12 +87,22 @@ impl App {
             metrics: metrics.clone(),
             max_body_size: config.max_body_size,
             clock,
+            upstream_timeout: config.upstream_timeout,
+            retry_deadline: config.retry_deadline,
+            throttle_status: config.throttle_status,
+            draining: draining.clone(),
+            limits: Limits::new(
+                config.max_in_flight_requests,
+                config.max_in_flight_bytes,
+                config.client_body_timeout,
+            ),
         });
         let service = RequestMetricsLayer::new(metrics.clone()).layer(proxy);
         Ok(App {
             service,
             credentials,
             metrics,
+            draining,
             refresher,
         })
     }

@@ -30,15 +30,20 @@ pub enum BodyError {
     /// The client's stream broke off or was malformed.
     #[error("failed to read request body: {0}")]
     Read(String),
+    /// The memory budget refused a chunk.
+    #[error("over the in-flight bytes budget")]
+    OverBudget,
 }
 
 impl BufferedBody {
     /// Reads `body` to the end, refusing (and stopping reading) as soon as more than `limit`
-    /// bytes have arrived. The SHA-256 that SigV4 needs is computed on the way in.
-    pub async fn read<B>(mut body: B, limit: u64) -> Result<Self, BodyError>
+    /// bytes have arrived, or when `admit` (asked with each chunk's size before it is kept)
+    /// says no. The SHA-256 that SigV4 needs is computed on the way in.
+    pub async fn read<B, F>(mut body: B, limit: u64, mut admit: F) -> Result<Self, BodyError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
+        F: FnMut(usize) -> bool,
     {
         let mut chunks = Vec::new();
         let mut len: u64 = 0;
@@ -50,6 +55,9 @@ impl BufferedBody {
                 len += data.len() as u64;
                 if len > limit {
                     return Err(BodyError::TooLarge { limit });
+                }
+                if !admit(data.len()) {
+                    return Err(BodyError::OverBudget);
                 }
                 if !data.is_empty() {
                     hash.update(&data);
@@ -150,7 +158,7 @@ mod tests {
             chunks: parts.to_vec().into(),
             remaining: 11,
         };
-        let body = BufferedBody::read(received, 100).await.unwrap();
+        let body = BufferedBody::read(received, 100, |_| true).await.unwrap();
         assert_eq!(body.len(), 11);
         // sha256("hello world")
         assert_eq!(
@@ -170,11 +178,11 @@ mod tests {
 
     #[tokio::test]
     async fn stops_at_the_limit() {
-        let err = BufferedBody::read(Full::new(Bytes::from(vec![0u8; 101])), 100)
+        let err = BufferedBody::read(Full::new(Bytes::from(vec![0u8; 101])), 100, |_| true)
             .await
             .unwrap_err();
         assert!(matches!(err, BodyError::TooLarge { limit: 100 }));
-        let ok = BufferedBody::read(Full::new(Bytes::from(vec![0u8; 100])), 100)
+        let ok = BufferedBody::read(Full::new(Bytes::from(vec![0u8; 100])), 100, |_| true)
             .await
             .unwrap();
         assert_eq!(ok.len(), 100);
@@ -182,7 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn empty_body_hash() {
-        let b = BufferedBody::read(Full::new(Bytes::new()), 10)
+        let b = BufferedBody::read(Full::new(Bytes::new()), 10, |_| true)
             .await
             .unwrap();
         assert!(b.is_empty());

@@ -91,9 +91,61 @@ pub struct Cli {
     #[arg(long, env = "AMP_RW_PROXY_WORKER_THREADS")]
     pub worker_threads: Option<String>,
 
-    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
+    /// On SIGTERM/SIGINT, the whole shutdown budget: the drain delay plus the time in-flight
+    /// requests may take to finish. Keep it below the orchestrator's kill timeout (30s in
+    /// Kubernetes by default).
     #[arg(long, env = "AMP_RW_PROXY_SHUTDOWN_GRACE", default_value = "25s")]
     pub shutdown_grace: String,
+
+    /// On SIGTERM/SIGINT, /-/ready turns 503 at once but new connections are still accepted
+    /// for this long, so a load balancer or Kubernetes endpoint update can take the proxy out
+    /// of rotation first. Counts against --shutdown-grace.
+    #[arg(long, env = "AMP_RW_PROXY_DRAIN_DELAY", default_value = "5s")]
+    pub drain_delay: String,
+
+    /// Total time the proxy spends retrying one request upstream (connect errors, timeouts,
+    /// 5xx except 501, 408, 429, throttling) before answering the sender with the last
+    /// retryable status. Keep it well under Prometheus's remote_timeout (30s).
+    #[arg(long, env = "AMP_RW_PROXY_RETRY_DEADLINE", default_value = "20s")]
+    pub retry_deadline: String,
+
+    /// Status sent when the upstream is still throttling (429) after our retries: 503 (with
+    /// Retry-After) makes a default Prometheus retry, which drops batches on 429 unless
+    /// retry_on_http_429 is set; 429 relays the upstream's answer unchanged.
+    #[arg(long, env = "AMP_RW_PROXY_THROTTLE_STATUS", default_value = "503")]
+    pub throttle_status: String,
+
+    /// Requests handled at once; beyond this new requests get 503 + Retry-After at once,
+    /// without their body being read.
+    #[arg(
+        long,
+        env = "AMP_RW_PROXY_MAX_IN_FLIGHT_REQUESTS",
+        default_value = "256"
+    )]
+    pub max_in_flight_requests: String,
+
+    /// Request body bytes held at once (the proxy's memory bound); beyond this requests get
+    /// 503 + Retry-After. Must be at least --max-body-size.
+    #[arg(
+        long,
+        env = "AMP_RW_PROXY_MAX_IN_FLIGHT_BYTES",
+        default_value = "64MiB"
+    )]
+    pub max_in_flight_bytes: String,
+
+    /// Time a client has to send a request's headers, counted from when the proxy starts
+    /// waiting for them — on a kept-alive connection that includes the idle time between
+    /// requests, so this is also the keep-alive idle timeout.
+    #[arg(
+        long,
+        env = "AMP_RW_PROXY_CLIENT_HEADER_TIMEOUT",
+        default_value = "30s"
+    )]
+    pub client_header_timeout: String,
+
+    /// Time a client has to send a request's whole body. Exceeded → 503 (retryable).
+    #[arg(long, env = "AMP_RW_PROXY_CLIENT_BODY_TIMEOUT", default_value = "30s")]
+    pub client_body_timeout: String,
 }
 
 /// Output format of the logs.
@@ -128,8 +180,22 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Runtime worker threads; `None` = one per CPU.
     pub worker_threads: Option<usize>,
-    /// Drain time on shutdown.
+    /// Whole shutdown budget (drain delay included).
     pub shutdown_grace: Duration,
+    /// Time between turning unready and no longer accepting connections.
+    pub drain_delay: Duration,
+    /// Total time spent retrying one request upstream.
+    pub retry_deadline: Duration,
+    /// Status for throttling that outlived the retries (429 or 503).
+    pub throttle_status: http::StatusCode,
+    /// Concurrent requests admitted.
+    pub max_in_flight_requests: usize,
+    /// Request body bytes held at once.
+    pub max_in_flight_bytes: u64,
+    /// Header (and keep-alive idle) timeout.
+    pub client_header_timeout: Duration,
+    /// Body read timeout.
+    pub client_body_timeout: Duration,
 }
 
 /// The role assumed in the workspace's account.
@@ -309,6 +375,66 @@ impl Config {
                 )),
             }),
         };
+        let drain_delay = errors.check(parse_duration("--drain-delay", &cli.drain_delay));
+        if let (Some(delay), Some(grace)) = (drain_delay, shutdown_grace) {
+            if delay >= grace {
+                errors.check(Err::<(), _>(format!(
+                    "--drain-delay {:?} must be shorter than --shutdown-grace {:?}",
+                    cli.drain_delay, cli.shutdown_grace
+                )));
+            }
+        }
+        let retry_deadline = errors.check(parse_duration("--retry-deadline", &cli.retry_deadline));
+        let throttle_status = errors.check(match cli.throttle_status.trim() {
+            "503" => Ok(http::StatusCode::SERVICE_UNAVAILABLE),
+            "429" => Ok(http::StatusCode::TOO_MANY_REQUESTS),
+            other => Err(format!("--throttle-status {other:?}: expected 429 or 503")),
+        });
+        let max_in_flight_requests =
+            errors.check(match cli.max_in_flight_requests.trim().parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "--max-in-flight-requests {:?}: expected a number from 1 to 1000000",
+                    cli.max_in_flight_requests
+                )),
+            });
+        let max_in_flight_bytes = errors.check(parse_size(
+            "--max-in-flight-bytes",
+            &cli.max_in_flight_bytes,
+        ));
+        if let (Some(bytes), Some(body)) = (max_in_flight_bytes, max_body_size) {
+            if bytes < body {
+                errors.check(Err::<(), _>(format!(
+                    "--max-in-flight-bytes {:?} is smaller than --max-body-size {:?}: \
+                     a largest-size request could never be admitted",
+                    cli.max_in_flight_bytes, cli.max_body_size
+                )));
+            }
+        }
+        if let Some(body) = max_body_size {
+            if body > u64::from(u32::MAX) {
+                errors.check(Err::<(), _>(
+                    "--max-body-size must be below 4GiB".to_string(),
+                ));
+            }
+        }
+        let client_header_timeout = errors.check(parse_duration(
+            "--client-header-timeout",
+            &cli.client_header_timeout,
+        ));
+        let client_body_timeout = errors.check(parse_duration(
+            "--client-body-timeout",
+            &cli.client_body_timeout,
+        ));
+        for (flag, value) in [
+            ("--retry-deadline", retry_deadline),
+            ("--client-header-timeout", client_header_timeout),
+            ("--client-body-timeout", client_body_timeout),
+        ] {
+            if value.is_some_and(|d| d.is_zero()) {
+                errors.check(Err::<(), _>(format!("{flag} must be greater than zero")));
+            }
+        }
         if let Some(0) = upstream_timeout.map(|d| d.as_millis()) {
             errors.check(Err::<(), _>(
                 "--upstream-timeout must be greater than zero".to_string(),
@@ -342,6 +468,13 @@ impl Config {
             log_format: log_format.expect("validated"),
             worker_threads: worker_threads.expect("validated"),
             shutdown_grace: shutdown_grace.expect("validated"),
+            drain_delay: drain_delay.expect("validated"),
+            retry_deadline: retry_deadline.expect("validated"),
+            throttle_status: throttle_status.expect("validated"),
+            max_in_flight_requests: max_in_flight_requests.expect("validated"),
+            max_in_flight_bytes: max_in_flight_bytes.expect("validated"),
+            client_header_timeout: client_header_timeout.expect("validated"),
+            client_body_timeout: client_body_timeout.expect("validated"),
         })
     }
 }
@@ -625,6 +758,13 @@ mod tests {
         assert_eq!(c.max_body_size, 32 << 20);
         assert_eq!(c.upstream_timeout, Duration::from_secs(30));
         assert_eq!(c.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(c.drain_delay, Duration::from_secs(5));
+        assert_eq!(c.retry_deadline, Duration::from_secs(20));
+        assert_eq!(c.throttle_status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(c.max_in_flight_requests, 256);
+        assert_eq!(c.max_in_flight_bytes, 64 << 20);
+        assert_eq!(c.client_header_timeout, Duration::from_secs(30));
+        assert_eq!(c.client_body_timeout, Duration::from_secs(30));
         assert_eq!(c.upstream.path, "/workspaces/ws-1/api/v1/remote_write");
         assert_eq!(
             c.upstream.host_header,
@@ -787,6 +927,38 @@ mod tests {
             );
         }
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn resilience_settings_are_checked_together() {
+        let errs = Config::from_cli(
+            &cli(&[
+                "--upstream-url",
+                URL,
+                "--throttle-status",
+                "500",
+                "--max-in-flight-bytes",
+                "1MiB",
+                "--drain-delay",
+                "30s",
+                "--retry-deadline",
+                "0s",
+                "--max-in-flight-requests",
+                "0",
+            ]),
+            &env(),
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        for flag in [
+            "--throttle-status",
+            "--max-in-flight-bytes",
+            "--drain-delay",
+            "--retry-deadline",
+            "--max-in-flight-requests",
+        ] {
+            assert!(all.contains(flag), "no error for {flag} in:\n{all}");
+        }
     }
 
     #[test]

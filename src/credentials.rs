@@ -45,6 +45,9 @@ const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// monotonic clock that stands still while a host is suspended or a VM paused, but credentials
 /// expire by the wall clock: after such a pause the refresher notices within this time.
 const WALL_CLOCK_CHECK: Duration = Duration::from_secs(10);
+/// Forced refreshes ([`CredentialCache::request_refresh`]) are at least this far apart, so an
+/// upstream that keeps rejecting our token cannot make us hammer STS.
+pub const MIN_FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Source of wall-clock time, replaceable in tests.
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -73,6 +76,7 @@ pub struct CredentialCache {
     current: ArcSwapOption<Credentials>,
     last_error: ArcSwapOption<String>,
     clock: Arc<dyn Clock>,
+    refresh_wanted: tokio::sync::Notify,
 }
 
 impl CredentialCache {
@@ -82,6 +86,7 @@ impl CredentialCache {
             current: ArcSwapOption::empty(),
             last_error: ArcSwapOption::empty(),
             clock,
+            refresh_wanted: tokio::sync::Notify::new(),
         }
     }
 
@@ -105,6 +110,13 @@ impl CredentialCache {
     /// `true` while usable credentials are held (drives `/-/ready`).
     pub fn is_ready(&self) -> bool {
         self.get().is_ok()
+    }
+
+    /// Asks the refresher to fetch new credentials now, e.g. because the upstream said the
+    /// security token expired although our clock disagrees. At most one fetch per
+    /// [`MIN_FORCED_REFRESH_INTERVAL`] results, however often this is called.
+    pub fn request_refresh(&self) {
+        self.refresh_wanted.notify_one();
     }
 
     fn store(&self, creds: Credentials) {
@@ -186,28 +198,50 @@ impl CredentialRefresher {
     async fn run(self) {
         let mut failures: u32 = 0;
         loop {
-            let delay = match self.fetch_once().await {
+            let fetched_at = self.cache.clock.now();
+            match self.fetch_once().await {
                 Ok(expiry) => {
                     failures = 0;
-                    refresh_delay(self.cache.clock.now(), expiry, fastrand::f64())
+                    let wait = refresh_delay(self.cache.clock.now(), expiry, fastrand::f64());
+                    self.sleep_wall_clock(wait, Some(fetched_at)).await;
                 }
                 Err(()) => {
-                    let d = retry_delay(failures, fastrand::f64());
+                    let wait = retry_delay(failures, fastrand::f64());
                     failures = failures.saturating_add(1);
-                    d
+                    // During backoff, forced-refresh requests are ignored: we are already trying.
+                    self.sleep_wall_clock(wait, None).await;
                 }
-            };
-            self.sleep_wall_clock(delay).await;
+            }
         }
     }
 
-    /// Sleeps until `wait` has passed on the wall clock (see [`WALL_CLOCK_CHECK`]).
-    async fn sleep_wall_clock(&self, wait: Duration) {
-        let until = self.cache.clock.now() + wait;
+    /// Sleeps until `wait` has passed on the wall clock (see [`WALL_CLOCK_CHECK`]). With
+    /// `forced_after = Some(last fetch)`, a [`CredentialCache::request_refresh`] ends the sleep
+    /// early once [`MIN_FORCED_REFRESH_INTERVAL`] has passed since that fetch.
+    async fn sleep_wall_clock(&self, wait: Duration, forced_after: Option<SystemTime>) {
+        let clock = &self.cache.clock;
+        let until = clock.now() + wait;
         loop {
-            match until.duration_since(self.cache.clock.now()) {
-                Ok(left) if !left.is_zero() => tokio::time::sleep(left.min(WALL_CLOCK_CHECK)).await,
+            let left = match until.duration_since(clock.now()) {
+                Ok(left) if !left.is_zero() => left,
                 _ => return,
+            };
+            let nap = tokio::time::sleep(left.min(WALL_CLOCK_CHECK));
+            match forced_after {
+                None => nap.await,
+                Some(fetched_at) => tokio::select! {
+                    () = nap => {}
+                    () = self.cache.refresh_wanted.notified() => {
+                        let since = clock.now().duration_since(fetched_at).unwrap_or_default();
+                        if since >= MIN_FORCED_REFRESH_INTERVAL {
+                            tracing::info!(
+                                credentials = %self.description,
+                                "refreshing credentials early: the upstream reported them expired"
+                            );
+                            return;
+                        }
+                    }
+                },
             }
         }
     }
@@ -421,6 +455,26 @@ mod tests {
             tokio::time::advance(Duration::from_secs(1)).await;
             settle().await;
         }
+        assert!(cache.is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upstream_reported_expiry_forces_a_rate_limited_refresh() {
+        let (provider, cache, _task) = setup(Duration::from_secs(60 * 60));
+        settle().await;
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+        // Too soon after the last fetch: ignored, however often asked.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        for _ in 0..100 {
+            cache.request_refresh();
+            settle().await;
+        }
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+        // Later, one request means one fetch, long before the scheduled refresh.
+        tokio::time::advance(MIN_FORCED_REFRESH_INTERVAL).await;
+        cache.request_refresh();
+        settle().await;
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
         assert!(cache.is_ready());
     }
 

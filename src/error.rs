@@ -16,6 +16,8 @@ pub type ResponseBody = Full<Bytes>;
 
 /// Seconds senders are asked to wait before retrying while credentials are unavailable.
 pub const CREDENTIALS_RETRY_AFTER_SECS: u64 = 5;
+/// Seconds senders are asked to wait when the proxy sheds load.
+pub const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
 
 /// Everything that can go wrong handling a request.
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +60,29 @@ pub enum ProxyError {
     /// Connected, but the exchange failed.
     #[error("upstream exchange failed: {0}")]
     Upstream(String),
-    /// No complete answer within `--upstream-timeout`.
-    #[error("upstream did not answer within {0:?} (--upstream-timeout)")]
+    /// No complete answer within the attempt's time (`--upstream-timeout`, or what was left
+    /// of `--retry-deadline`).
+    #[error("upstream did not answer within {0:?} (--upstream-timeout / --retry-deadline)")]
     UpstreamTimeout(Duration),
+    /// The upstream kept throttling past `--retry-deadline`; answered as `--throttle-status`.
+    #[error("upstream is throttling: {detail}")]
+    Throttled {
+        /// 503 (default) or 429.
+        status: StatusCode,
+        /// Sent as `Retry-After`.
+        retry_after_secs: u64,
+        /// The upstream's status and message.
+        detail: String,
+    },
+    /// Over `--max-in-flight-requests` or `--max-in-flight-bytes`.
+    #[error("proxy overloaded: too many in-flight {limit}; retry later")]
+    Overloaded {
+        /// `requests` or `bytes`.
+        limit: &'static str,
+    },
+    /// The client did not send its whole body within `--client-body-timeout`.
+    #[error("request body not received within {0:?} (--client-body-timeout)")]
+    ClientBodyTimeout(Duration),
 }
 
 impl ProxyError {
@@ -76,6 +98,11 @@ impl ProxyError {
             ProxyError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Throttled { status, .. } => *status,
+            // Not the sender's fault, and worth retrying: 503, never a 4xx the sender drops.
+            ProxyError::Overloaded { .. } | ProxyError::ClientBodyTimeout(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -96,6 +123,17 @@ impl ProxyError {
                 h.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(CREDENTIALS_RETRY_AFTER_SECS),
+                );
+            }
+            ProxyError::Throttled {
+                retry_after_secs, ..
+            } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ProxyError::Overloaded { .. } | ProxyError::ClientBodyTimeout(_) => {
+                h.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(OVERLOAD_RETRY_AFTER_SECS),
                 );
             }
             ProxyError::MethodNotAllowed { allow, .. } => {
@@ -134,6 +172,24 @@ mod tests {
             (ProxyError::UpstreamConnect("refused".into()), 502),
             (ProxyError::Upstream("reset".into()), 502),
             (ProxyError::UpstreamTimeout(d), 504),
+            (
+                ProxyError::Throttled {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    retry_after_secs: 3,
+                    detail: "x".into(),
+                },
+                503,
+            ),
+            (
+                ProxyError::Throttled {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    retry_after_secs: 3,
+                    detail: "x".into(),
+                },
+                429,
+            ),
+            (ProxyError::Overloaded { limit: "bytes" }, 503),
+            (ProxyError::ClientBodyTimeout(d), 503),
         ];
         for (err, code) in table {
             let name = format!("{err:?}");
@@ -150,6 +206,17 @@ mod tests {
     fn credential_failures_ask_for_a_retry_later() {
         let resp = ProxyError::CredentialsUnavailable("x".into()).into_response();
         assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
+        let resp = ProxyError::Overloaded { limit: "requests" }.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let throttled = ProxyError::Throttled {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            retry_after_secs: 9,
+            detail: "x".into(),
+        };
+        assert_eq!(
+            throttled.into_response().headers()[header::RETRY_AFTER],
+            "9"
+        );
         let resp = ProxyError::MethodNotAllowed {
             method: http::Method::GET,
             allow: "POST",

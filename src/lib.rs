@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
+pub mod retry;
 pub mod server;
 pub mod signing;
 pub mod telemetry;

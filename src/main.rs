@@ -79,7 +79,7 @@ async fn run(config: Config) -> ExitCode {
         listener,
         app.service.clone(),
         shutdown,
-        config.shutdown_grace,
+        app.serve_options(&config),
     )
     .await
     {

@@ -27,6 +27,20 @@ pub struct RefreshLabels {
     pub result: &'static str,
 }
 
+/// Labels of the retry metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// A [`crate::retry::RetryReason`] label.
+    pub reason: &'static str,
+}
+
+/// Labels of `amp_rw_proxy_overload_rejections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `requests` or `bytes`.
+    pub limit: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -50,6 +64,12 @@ pub struct Metrics {
     pub credential_refreshes: Family<RefreshLabels, Counter>,
     /// Unix time at which the current credentials expire (0 = none or no expiry).
     pub credentials_expiry: Gauge<f64, AtomicU64>,
+    /// Upstream attempts retried, by reason.
+    pub upstream_retries: Family<RetryLabels, Counter>,
+    /// Requests answered after the retry deadline with a retryable outcome, by reason.
+    pub upstream_gave_up: Family<RetryLabels, Counter>,
+    /// Requests refused by admission control, by limit.
+    pub overload_rejections: Family<LimitLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -105,6 +125,24 @@ impl Metrics {
             "Unix time at which the current signing credentials expire (0 if none or no expiry)",
             credentials_expiry.clone(),
         );
+        let upstream_retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Upstream attempts retried, by reason",
+            upstream_retries.clone(),
+        );
+        let upstream_gave_up = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "upstream_retry_deadline_exceeded",
+            "Requests answered after --retry-deadline with a retryable outcome, by reason",
+            upstream_gave_up.clone(),
+        );
+        let overload_rejections = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "overload_rejections",
+            "Requests refused with 503 by --max-in-flight-requests/--max-in-flight-bytes",
+            overload_rejections.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -121,6 +159,9 @@ impl Metrics {
             in_flight,
             credential_refreshes,
             credentials_expiry,
+            upstream_retries,
+            upstream_gave_up,
+            overload_rejections,
         }
     }
 

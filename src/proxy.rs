@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -19,8 +20,12 @@ use crate::config::UpstreamTarget;
 use crate::credentials::{Clock, CredentialCache};
 use crate::error::{ProxyError, ResponseBody};
 use crate::metrics::Metrics;
+use crate::metrics::{LimitLabels, RetryLabels};
+use crate::retry::{self, RetryReason, Verdict};
 use crate::signing::Signer;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{UpstreamAnswer, UpstreamClient};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 /// Paths remote-write is accepted on, besides the upstream URL's own path.
 pub const WRITE_PATHS: [&str; 2] = ["/api/v1/write", "/api/v1/remote_write"];
@@ -77,6 +82,41 @@ pub struct Shared {
     pub max_body_size: u64,
     /// Time for signing.
     pub clock: Arc<dyn Clock>,
+    /// `--upstream-timeout`: the most one attempt may take.
+    pub upstream_timeout: Duration,
+    /// `--retry-deadline`: the most all attempts together may take.
+    pub retry_deadline: Duration,
+    /// `--throttle-status`.
+    pub throttle_status: StatusCode,
+    /// Admission limits.
+    pub limits: Limits,
+    /// Set once shutdown has begun: unready, and HTTP/1 connections are closed after each
+    /// response so senders reconnect to another instance.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// Admission control: what the proxy holds at once.
+pub struct Limits {
+    /// One permit per request being handled (`--max-in-flight-requests`).
+    pub request_slots: Arc<Semaphore>,
+    /// One permit per body byte held (`--max-in-flight-bytes`).
+    pub byte_budget: Arc<Semaphore>,
+    /// `--client-body-timeout`.
+    pub client_body_timeout: Duration,
+}
+
+impl Limits {
+    /// Limits of `requests` concurrent requests holding at most `bytes` of bodies.
+    pub fn new(requests: usize, bytes: u64, client_body_timeout: Duration) -> Self {
+        let bytes = usize::try_from(bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            request_slots: Arc::new(Semaphore::new(requests)),
+            byte_budget: Arc::new(Semaphore::new(bytes)),
+            client_body_timeout,
+        }
+    }
 }
 
 /// The proxy as a tower `Service`. Never fails: every outcome is a response.
@@ -122,6 +162,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let route = self.route(req.uri().path());
         let shared = self.shared.clone();
+        let http1 = req.version() < http::Version::HTTP_2;
         Box::pin(async move {
             let mut resp = match handle(&shared, route, req).await {
                 Ok(resp) => resp,
@@ -131,6 +172,10 @@ where
                 }
             };
             resp.extensions_mut().insert(route);
+            if http1 && shared.draining.load(Ordering::Relaxed) {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(resp)
         })
     }
@@ -171,6 +216,11 @@ where
             "text/plain; charset=utf-8",
             "OK\n".into(),
         )),
+        Route::Ready if shared.draining.load(Ordering::Relaxed) => Ok(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "not ready: shutting down\n".into(),
+        )),
         Route::Ready => Ok(match shared.credentials.get() {
             Ok(_) => text(
                 StatusCode::OK,
@@ -209,7 +259,8 @@ where
 {
     let (parts, body) = req.into_parts();
     check_request_headers(&parts.headers)?;
-    if declared_length(&parts.headers)? > Some(shared.max_body_size) {
+    let declared = declared_length(&parts.headers)?;
+    if declared > Some(shared.max_body_size) {
         // Refuse before reading a byte of it.
         return Err(ProxyError::PayloadTooLarge {
             limit: shared.max_body_size,
@@ -221,48 +272,144 @@ where
         .credentials
         .get()
         .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
-    let body = BufferedBody::read(body, shared.max_body_size)
+    // Admission: a request slot, and the body's bytes against the memory budget. Over either
+    // limit the sender hears 503 at once and the body is never read.
+    let _slot = shared
+        .limits
+        .request_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| overloaded(shared, "requests"))?;
+    let mut bytes_held = match declared {
+        Some(len) => Some(
+            shared
+                .limits
+                .byte_budget
+                .clone()
+                .try_acquire_many_owned(len as u32)
+                .map_err(|_| overloaded(shared, "bytes"))?,
+        ),
+        None => None,
+    };
+    // Without a declared length, the budget is taken chunk by chunk as the body arrives.
+    let admit = |n: usize| -> bool {
+        if declared.is_some() {
+            return true;
+        }
+        match shared
+            .limits
+            .byte_budget
+            .clone()
+            .try_acquire_many_owned(n as u32)
+        {
+            Ok(more) => {
+                match bytes_held.as_mut() {
+                    Some(held) => held.merge(more),
+                    None => bytes_held = Some(more),
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    let read = BufferedBody::read(body, shared.max_body_size, admit);
+    let body = tokio::time::timeout(shared.limits.client_body_timeout, read)
         .await
+        .map_err(|_| ProxyError::ClientBodyTimeout(shared.limits.client_body_timeout))?
         .map_err(|e| match e {
             BodyError::TooLarge { limit } => ProxyError::PayloadTooLarge { limit },
             BodyError::Read(why) => ProxyError::ClientAborted(why),
+            BodyError::OverBudget => overloaded(shared, "bytes"),
         })?;
     shared.metrics.request_bytes.inc_by(body.len());
-
-    let mut outbound = build_outbound(&shared.upstream_target, &parts.headers, &body);
-    let credentials = shared
-        .credentials
-        .get()
-        .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
-    shared
-        .signer
-        .sign(
-            &mut outbound,
-            &credentials,
-            body.sha256_hex(),
-            shared.clock.now(),
-        )
-        .map_err(|e| ProxyError::Signing(e.to_string()))?;
-
-    let sent = std::time::Instant::now();
-    let answer = shared
-        .client
-        .send(outbound)
+    let started = Instant::now();
+    send_with_retries(shared, route, &parts.headers, &body)
         .await
         .map_err(|error| Failure {
             error,
-            upstream_latency: Some(sent.elapsed()),
-        })?;
-    shared.metrics.forwarded_bytes.inc_by(body.len());
-    shared
-        .metrics
-        .upstream_latency
-        .observe(answer.latency.as_secs_f64());
+            upstream_latency: Some(started.elapsed()),
+        })
+}
+
+/// Sends `body` upstream, retrying what [`retry::classify`] calls retryable with backoff, each
+/// attempt freshly signed, until [`Shared::retry_deadline`] would be passed; then answers with
+/// the last outcome (throttling as `--throttle-status`).
+async fn send_with_retries(
+    shared: &Shared,
+    route: Route,
+    inbound: &HeaderMap,
+    body: &BufferedBody,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let deadline = Instant::now() + shared.retry_deadline;
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let credentials = shared
+            .credentials
+            .get()
+            .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
+        let mut outbound = build_outbound(&shared.upstream_target, inbound, body);
+        shared
+            .signer
+            .sign(
+                &mut outbound,
+                &credentials,
+                body.sha256_hex(),
+                shared.clock.now(),
+            )
+            .map_err(|e| ProxyError::Signing(e.to_string()))?;
+        let attempt_timeout = shared
+            .upstream_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let outcome = shared.client.send(outbound, attempt_timeout).await;
+        shared.metrics.forwarded_bytes.inc_by(body.len());
+        if let Ok(answer) = &outcome {
+            shared
+                .metrics
+                .upstream_latency
+                .observe(answer.latency.as_secs_f64());
+        }
+        let (reason, not_before) = match retry::classify(&outcome, shared.clock.now()) {
+            Verdict::Final => return finish(route, outcome, attempt),
+            Verdict::Retry { reason, not_before } => (reason, not_before),
+        };
+        if reason == RetryReason::ExpiredCredentials {
+            shared.credentials.request_refresh();
+        }
+        let wait = retry::backoff(attempt, fastrand::f64(), not_before);
+        if Instant::now() + wait >= deadline {
+            return give_up(shared, route, outcome, reason, wait, attempt);
+        }
+        shared
+            .metrics
+            .upstream_retries
+            .get_or_create(&RetryLabels {
+                reason: reason.label(),
+            })
+            .inc();
+        tracing::debug!(
+            path = route.label(),
+            attempt,
+            reason = reason.label(),
+            wait_ms = wait.as_millis() as u64,
+            "retrying upstream"
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A final outcome: the upstream's answer relayed, or our error.
+fn finish(
+    route: Route,
+    outcome: Result<UpstreamAnswer, ProxyError>,
+    attempts: u32,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let answer = outcome?;
     if answer.status.is_success() {
         tracing::debug!(
             path = route.label(),
             status = answer.status.as_u16(),
-            bytes = body.len(),
+            attempts,
             "forwarded"
         );
     } else {
@@ -271,10 +418,63 @@ where
             status = answer.status.as_u16(),
             reason = %one_line_snippet(&answer.body),
             upstream_latency_ms = answer.latency.as_millis() as u64,
+            attempts,
             "upstream rejected request"
         );
     }
     Ok(answer.into_response())
+}
+
+/// The retry deadline is reached with a retryable outcome: hand the sender something it will
+/// retry from its WAL. Throttling becomes `--throttle-status` with `Retry-After`; an expired
+/// token (our credentials) becomes 503; other upstream answers are relayed; our own errors keep
+/// their 502/504.
+fn give_up(
+    shared: &Shared,
+    route: Route,
+    outcome: Result<UpstreamAnswer, ProxyError>,
+    reason: RetryReason,
+    wait: Duration,
+    attempts: u32,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    shared
+        .metrics
+        .upstream_gave_up
+        .get_or_create(&RetryLabels {
+            reason: reason.label(),
+        })
+        .inc();
+    match (reason, outcome) {
+        (RetryReason::Throttled, Ok(answer))
+            if shared.throttle_status != StatusCode::TOO_MANY_REQUESTS =>
+        {
+            Err(ProxyError::Throttled {
+                status: shared.throttle_status,
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                detail: format!(
+                    "upstream {} after {attempts} attempts: {}",
+                    answer.status.as_u16(),
+                    one_line_snippet(&answer.body)
+                ),
+            })
+        }
+        (RetryReason::ExpiredCredentials, Ok(answer)) => {
+            Err(ProxyError::CredentialsUnavailable(format!(
+                "upstream rejected our security token as expired: {}",
+                one_line_snippet(&answer.body)
+            )))
+        }
+        (_, outcome) => finish(route, outcome, attempts),
+    }
+}
+
+fn overloaded(shared: &Shared, limit: &'static str) -> ProxyError {
+    shared
+        .metrics
+        .overload_rejections
+        .get_or_create(&LimitLabels { limit })
+        .inc();
+    ProxyError::Overloaded { limit }
 }
 
 /// `Content-Encoding` must be snappy when present; `Content-Type` must be protobuf when
@@ -379,7 +579,7 @@ fn build_outbound(
 #[derive(Debug)]
 struct Failure {
     error: ProxyError,
-    upstream_latency: Option<std::time::Duration>,
+    upstream_latency: Option<Duration>,
 }
 
 impl From<ProxyError> for Failure {

@@ -1,11 +1,14 @@
 //! Accept loop and graceful drain.
 //!
-//! HTTP/1.1 and HTTP/2 (prior knowledge) on one port. On shutdown the listener is closed at
-//! once, connections finish the request they are on (keep-alive connections are told to close),
-//! and the drain is cut off after the grace period.
+//! HTTP/1.1 and HTTP/2 (prior knowledge) on one port. On shutdown: readiness turns 503 at once,
+//! connections are still accepted for the drain delay, then the listener closes, connections
+//! finish the request they are on (keep-alive connections are told to close), and the drain is
+//! cut off when the grace period ends.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -18,8 +21,18 @@ use tokio::net::TcpListener;
 
 use crate::error::ResponseBody;
 
-/// A client must send its request headers within this time (slowloris protection).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How a server shuts down and treats slow clients.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Time to send request headers (also the keep-alive idle timeout, see the flag's docs).
+    pub header_timeout: Duration,
+    /// Between the shutdown signal and closing the listener: readiness is already 503.
+    pub drain_delay: Duration,
+    /// Whole shutdown budget, drain delay included.
+    pub grace: Duration,
+    /// Set when shutdown starts; the proxy reports unready and closes kept-alive connections.
+    pub draining: Arc<AtomicBool>,
+}
 
 /// How the drain ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,12 +43,14 @@ pub enum Drain {
     TimedOut,
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves, then drains for up to `grace`.
+/// Serves `service` on `listener` until `shutdown` resolves, then drains: unready at once,
+/// still accepting for the drain delay (so the endpoint can be removed from load balancing
+/// first), then no new connections and in-flight requests finish within the rest of the grace.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    options: ServeOptions,
 ) -> Drain
 where
     S: tower::Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
@@ -49,11 +64,18 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(options.header_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(options.header_timeout))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    let drain_timer = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(drain_timer);
+    let mut draining = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -77,15 +99,25 @@ where
                     }
                 });
             }
-            () = &mut shutdown => break,
+            () = &mut shutdown, if !draining => {
+                draining = true;
+                options.draining.store(true, Ordering::SeqCst);
+                tracing::info!(
+                    drain_delay_secs = options.drain_delay.as_secs_f64(),
+                    "shutting down: reporting unready, still accepting during the drain delay"
+                );
+                drain_timer.as_mut().reset(tokio::time::Instant::now() + options.drain_delay);
+            }
+            () = &mut drain_timer, if draining => break,
         }
     }
     drop(listener);
+    let left = options.grace.saturating_sub(options.drain_delay);
     tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: no new connections, draining in-flight requests"
+        grace_secs = left.as_secs_f64(),
+        "no longer accepting connections; draining in-flight requests"
     );
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    match tokio::time::timeout(left, graceful.shutdown()).await {
         Ok(()) => Drain::Complete,
         Err(_) => Drain::TimedOut,
     }

@@ -62,7 +62,6 @@ impl UpstreamAnswer {
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
     client: Client<HttpsConnector<HttpConnector>, OutboundBody>,
-    timeout: Duration,
 }
 
 /// Failure to set up TLS.
@@ -71,11 +70,8 @@ pub struct UpstreamClient {
 pub struct TlsSetupError(String);
 
 impl UpstreamClient {
-    /// A client trusting the usual roots plus `extra_roots`, with `timeout` per exchange.
-    pub fn new(
-        extra_roots: &[CertificateDer<'static>],
-        timeout: Duration,
-    ) -> Result<Self, TlsSetupError> {
+    /// A client trusting the usual roots plus `extra_roots`.
+    pub fn new(extra_roots: &[CertificateDer<'static>]) -> Result<Self, TlsSetupError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         // Missing system roots are normal in a scratch image; the webpki roots cover AWS.
@@ -107,11 +103,15 @@ impl UpstreamClient {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(https);
-        Ok(Self { client, timeout })
+        Ok(Self { client })
     }
 
-    /// Sends `req` and reads the bounded answer, all within the configured timeout.
-    pub async fn send(&self, req: Request<OutboundBody>) -> Result<UpstreamAnswer, ProxyError> {
+    /// Sends `req` and reads the bounded answer, all within `timeout`.
+    pub async fn send(
+        &self,
+        req: Request<OutboundBody>,
+        timeout: Duration,
+    ) -> Result<UpstreamAnswer, ProxyError> {
         let started = Instant::now();
         let exchange = async {
             let resp = self.client.request(req).await.map_err(classify)?;
@@ -119,9 +119,9 @@ impl UpstreamClient {
             let body = read_bounded(body).await?;
             Ok::<_, ProxyError>((parts, body))
         };
-        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
+        let (parts, body) = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))??;
+            .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;
         let mut headers = HeaderMap::new();
         for name in &RELAYED_RESPONSE_HEADERS {
             for v in parts.headers.get_all(name) {

@@ -137,6 +137,8 @@ fn proxy_env<'a>(sts: &'a str, amp: &'a str) -> Vec<(&'static str, &'a str)> {
         ("AMP_RW_PROXY_ROLE_ARN", ROLE_ARN),
         ("AMP_RW_PROXY_EXTERNAL_ID", EXTERNAL_ID),
         ("AMP_RW_PROXY_STS_ENDPOINT", sts),
+        // Shutdown is tested for what it finishes, not for how long it stays open.
+        ("AMP_RW_PROXY_DRAIN_DELAY", "100ms"),
     ]
 }
 

@@ -252,7 +252,14 @@ async fn load_never_changes_the_number_of_sts_calls() {
 async fn upstream_answers_are_relayed_unchanged() {
     let sts = StsStandIn::start().await;
     let amp = AmpStandIn::start().await;
-    let proxy = ProxyUnderTest::start_with(&sts, &amp, &[]).await;
+    // Retryable answers are retried first (see the retry tests); with a short deadline and
+    // throttling relayed as 429, what the sender finally sees is the upstream's own answer.
+    let proxy = ProxyUnderTest::start_with(
+        &sts,
+        &amp,
+        &["--retry-deadline", "300ms", "--throttle-status", "429"],
+    )
+    .await;
     proxy.wait_ready(READY).await;
     let (_, body) = write_request(2);
     let table: Vec<Reply> = vec![
@@ -348,6 +355,8 @@ async fn our_own_failures_are_5xx() {
         EXTERNAL_ID,
         "--sts-endpoint",
         &sts_url,
+        "--retry-deadline",
+        "500ms",
     ];
     let proxy = ProxyUnderTest::start(&args).await;
     proxy.wait_ready(READY).await;
@@ -361,7 +370,12 @@ async fn our_own_failures_are_5xx() {
         delay: Duration::from_secs(5),
         ..Reply::default()
     });
-    let proxy = ProxyUnderTest::start_with(&sts, &amp, &["--upstream-timeout", "300ms"]).await;
+    let proxy = ProxyUnderTest::start_with(
+        &sts,
+        &amp,
+        &["--upstream-timeout", "300ms", "--retry-deadline", "500ms"],
+    )
+    .await;
     proxy.wait_ready(READY).await;
     let a = write(&proxy.url("/api/v1/write"), body).await;
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT, "{}", a.text());
@@ -408,7 +422,7 @@ async fn tls_upstream_with_extra_ca_negotiates_http2() {
     assert!(h1.received()[0].verdict.is_ok());
 
     // Without the CA the certificate is not trusted: 502, and nothing was sent.
-    let untrusted = ProxyUnderTest::start_with(&sts, &amp, &[]).await;
+    let untrusted = ProxyUnderTest::start_with(&sts, &amp, &["--retry-deadline", "300ms"]).await;
     untrusted.wait_ready(READY).await;
     let a = write(&untrusted.url("/api/v1/write"), body).await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
@@ -535,7 +549,7 @@ async fn metrics_and_health_endpoints() {
         StatusCode::NO_CONTENT
     );
     amp.set_reply(Reply {
-        status: 500,
+        status: 400,
         ..Reply::default()
     });
     assert_eq!(
@@ -543,7 +557,7 @@ async fn metrics_and_health_endpoints() {
             .await
             .status
             .as_u16(),
-        500
+        400
     );
     let _ = get(&proxy.url("/scanner/probe")).await;
 
@@ -559,7 +573,7 @@ async fn metrics_and_health_endpoints() {
     let n = body.len();
     for line in [
         r#"amp_rw_proxy_requests_total{path="/api/v1/write",code="204"} 1"#.to_string(),
-        r#"amp_rw_proxy_requests_total{path="/api/v1/remote_write",code="500"} 1"#.to_string(),
+        r#"amp_rw_proxy_requests_total{path="/api/v1/remote_write",code="400"} 1"#.to_string(),
         r#"amp_rw_proxy_requests_total{path="unmatched",code="404"} 1"#.to_string(),
         format!("amp_rw_proxy_request_bytes_total {}", 2 * n),
         format!("amp_rw_proxy_forwarded_bytes_total {}", 2 * n),

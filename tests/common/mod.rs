@@ -98,6 +98,8 @@ pub struct StsBehaviour {
     pub deny: bool,
     /// ExternalId the "trust policy" requires.
     pub external_id: Option<String>,
+    /// Answer every call with 503 ServiceUnavailable (an STS outage).
+    pub outage: bool,
 }
 
 pub struct StsStandIn {
@@ -114,6 +116,7 @@ impl StsStandIn {
             lifetime: Duration::from_secs(3600),
             deny: false,
             external_id: Some(EXTERNAL_ID.to_string()),
+            outage: false,
         }));
         let calls = Arc::new(AtomicUsize::new(0));
         let session_names = Arc::new(Mutex::new(Vec::new()));
@@ -141,6 +144,10 @@ impl StsStandIn {
 
     pub fn set_deny(&self, deny: bool) {
         self.behaviour.lock().unwrap().deny = deny;
+    }
+
+    pub fn set_outage(&self, outage: bool) {
+        self.behaviour.lock().unwrap().outage = outage;
     }
 
     pub fn set_lifetime(&self, lifetime: Duration) {
@@ -178,10 +185,13 @@ async fn sts_handle(
             "request not signed with the base credentials",
         );
     }
-    let (lifetime, deny, want_ext) = {
+    let (lifetime, deny, want_ext, outage) = {
         let b = behaviour.lock().unwrap();
-        (b.lifetime, b.deny, b.external_id.clone())
+        (b.lifetime, b.deny, b.external_id.clone(), b.outage)
     };
+    if outage {
+        return sts_error(503, "ServiceUnavailable", "Service is unavailable");
+    }
     if deny {
         return sts_error(
             403,
@@ -273,6 +283,8 @@ pub struct AmpStandIn {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Received>>>,
     pub reply: Arc<Mutex<Reply>>,
+    /// Replies used first, one per request, before falling back to `reply`.
+    pub script: Arc<Mutex<std::collections::VecDeque<Reply>>>,
     /// Notified whenever a request has arrived (before the reply is sent).
     pub arrived: Arc<Notify>,
     pub tls_ca_pem: Option<String>,
@@ -296,30 +308,32 @@ impl AmpStandIn {
     async fn start_inner(alpn: Option<&[&[u8]]>) -> Self {
         let received = Arc::new(Mutex::new(Vec::new()));
         let reply = Arc::new(Mutex::new(Reply::default()));
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let arrived = Arc::new(Notify::new());
-        let (r, p, a) = (received.clone(), reply.clone(), arrived.clone());
+        let (r, p, sc, a) = (
+            received.clone(),
+            reply.clone(),
+            script.clone(),
+            arrived.clone(),
+        );
         let handler = move |req| {
-            let (r, p, a) = (r.clone(), p.clone(), a.clone());
-            async move { amp_handle(req, &r, &p, &a).await }
+            let (r, p, sc, a) = (r.clone(), p.clone(), sc.clone(), a.clone());
+            async move { amp_handle(req, &r, &p, &sc, &a).await }
         };
-        if let Some(alpn) = alpn {
-            let (addr, ca) = serve_tls(handler, alpn).await;
-            Self {
-                addr,
-                received,
-                reply,
-                arrived,
-                tls_ca_pem: Some(ca),
+        let (addr, tls_ca_pem) = match alpn {
+            Some(alpn) => {
+                let (addr, ca) = serve_tls(handler, alpn).await;
+                (addr, Some(ca))
             }
-        } else {
-            let addr = serve_plain(handler).await;
-            Self {
-                addr,
-                received,
-                reply,
-                arrived,
-                tls_ca_pem: None,
-            }
+            None => (serve_plain(handler).await, None),
+        };
+        Self {
+            addr,
+            received,
+            reply,
+            script,
+            arrived,
+            tls_ca_pem,
         }
     }
 
@@ -341,6 +355,11 @@ impl AmpStandIn {
         *self.reply.lock().unwrap() = reply;
     }
 
+    /// The next requests get these replies, in order; then `reply` again.
+    pub fn set_script(&self, replies: Vec<Reply>) {
+        *self.script.lock().unwrap() = replies.into();
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
@@ -354,6 +373,7 @@ async fn amp_handle(
     req: Request<Incoming>,
     received: &Mutex<Vec<Received>>,
     reply: &Mutex<Reply>,
+    script: &Mutex<std::collections::VecDeque<Reply>>,
     arrived: &Notify,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
@@ -373,7 +393,8 @@ async fn amp_handle(
             .body(Full::new(Bytes::from(why)))
             .unwrap();
     }
-    let reply = reply.lock().unwrap().clone();
+    let scripted = script.lock().unwrap().pop_front();
+    let reply = scripted.unwrap_or_else(|| reply.lock().unwrap().clone());
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
@@ -603,13 +624,14 @@ impl ProxyUnderTest {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let service = app.service.clone();
+        let options = app.serve_options(&config);
         let served = tokio::spawn(amp_rw_proxy::server::serve(
             listener,
             service,
             async {
                 let _ = rx.await;
             },
-            config.shutdown_grace,
+            options,
         ));
         Self {
             addr,

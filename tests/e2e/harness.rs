@@ -489,6 +489,7 @@ impl Proxy {
             .env("AWS_ACCESS_KEY_ID", &moto.access_key_id)
             .env("AWS_SECRET_ACCESS_KEY", &moto.secret_access_key)
             .env("RUST_LOG", "info")
+            .env("AMP_RW_PROXY_DRAIN_DELAY", "100ms")
             .args([
                 "--listen",
                 listen,

@@ -1,0 +1,257 @@
+//! Whether an upstream outcome is worth another attempt: a pure function, table-tested.
+//!
+//! Retried: connection failures, timeouts and broken exchanges (nothing, or nothing we can
+//! tell, was written — remote-write is safe to resend: a sample already stored is stored again
+//! as the same value), 5xx except 501 (Not Implemented never changes), 408, 429, and AWS
+//! throttling reported in a body (`ThrottlingException`, `Rate exceeded`) whatever its status.
+//! An expired security token (our credentials, not the request) is retried after the
+//! credentials are refreshed. Every other 4xx is final: the request can never succeed.
+//! `Retry-After` (seconds or an HTTP date) sets the least wait before the next attempt.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode, header};
+
+use crate::error::ProxyError;
+use crate::upstream::UpstreamAnswer;
+
+/// First backoff; doubles per attempt up to [`MAX_BACKOFF`].
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Largest backoff between attempts (a `Retry-After` may ask for more).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why an outcome is retried; also the `reason` label of the retry metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// Could not connect (DNS, TCP, TLS).
+    Connect,
+    /// No answer within the attempt's time, or the upstream's own 408.
+    Timeout,
+    /// The connection broke during the exchange.
+    Broken,
+    /// 5xx other than 501.
+    ServerError,
+    /// 429, or an AWS throttling error in the body.
+    Throttled,
+    /// The upstream says our security token expired: refresh credentials, then retry.
+    ExpiredCredentials,
+}
+
+impl RetryReason {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryReason::Connect => "connect",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Broken => "broken",
+            RetryReason::ServerError => "server_error",
+            RetryReason::Throttled => "throttled",
+            RetryReason::ExpiredCredentials => "expired_credentials",
+        }
+    }
+}
+
+/// The decision for one outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Answer the sender with this outcome.
+    Final,
+    /// Try again, not before `not_before` if the upstream said so.
+    Retry {
+        /// Why.
+        reason: RetryReason,
+        /// The upstream's `Retry-After`, as a wait from `now`.
+        not_before: Option<Duration>,
+    },
+}
+
+/// Classifies one attempt's outcome. `now` turns an HTTP-date `Retry-After` into a wait.
+pub fn classify(outcome: &Result<UpstreamAnswer, ProxyError>, now: SystemTime) -> Verdict {
+    let answer = match outcome {
+        Ok(answer) => answer,
+        Err(ProxyError::UpstreamConnect(_)) => return retry(RetryReason::Connect, None),
+        Err(ProxyError::UpstreamTimeout(_)) => return retry(RetryReason::Timeout, None),
+        Err(ProxyError::Upstream(_)) => return retry(RetryReason::Broken, None),
+        Err(_) => return Verdict::Final,
+    };
+    classify_status(answer.status, &answer.headers, &answer.body, now)
+}
+
+/// [`classify`] for an answer's parts.
+pub fn classify_status(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Verdict {
+    let not_before = retry_after(headers, now);
+    if status.is_success() || status.is_informational() {
+        return Verdict::Final;
+    }
+    if is_throttling_body(body) || status == StatusCode::TOO_MANY_REQUESTS {
+        return retry(RetryReason::Throttled, not_before);
+    }
+    if status.is_client_error() && is_expired_token_body(body) {
+        return retry(RetryReason::ExpiredCredentials, not_before);
+    }
+    match status {
+        StatusCode::REQUEST_TIMEOUT => retry(RetryReason::Timeout, not_before),
+        StatusCode::NOT_IMPLEMENTED => Verdict::Final,
+        s if s.is_server_error() => retry(RetryReason::ServerError, not_before),
+        _ => Verdict::Final,
+    }
+}
+
+fn retry(reason: RetryReason, not_before: Option<Duration>) -> Verdict {
+    Verdict::Retry { reason, not_before }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// AWS reports throttling as `ThrottlingException` / `Rate exceeded`, not always with a 429.
+fn is_throttling_body(body: &[u8]) -> bool {
+    contains(body, b"ThrottlingException") || contains(body, b"Rate exceeded")
+}
+
+/// `ExpiredTokenException` / "The security token included in the request is expired".
+fn is_expired_token_body(body: &[u8]) -> bool {
+    contains(body, b"ExpiredToken")
+        || contains(body, b"security token included in the request is expired")
+}
+
+/// `Retry-After` as a wait from `now`: delay-seconds or an HTTP date (a date in the past is 0).
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Wait before attempt `attempt + 1` (`attempt` counts from 1): exponential from
+/// [`INITIAL_BACKOFF`], capped at [`MAX_BACKOFF`], scaled by `0.5 + jitter / 2`; never shorter
+/// than what the upstream asked for.
+pub fn backoff(attempt: u32, jitter: f64, not_before: Option<Duration>) -> Duration {
+    let exp = INITIAL_BACKOFF
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let jittered = exp.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0);
+    jittered.max(not_before.unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::HeaderValue;
+
+    fn answer(
+        status: u16,
+        retry_after: Option<&str>,
+        body: &str,
+    ) -> Result<UpstreamAnswer, ProxyError> {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        }
+        Ok(UpstreamAnswer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::from(body.to_string()),
+            latency: Duration::ZERO,
+        })
+    }
+
+    #[test]
+    fn classification_table() {
+        use RetryReason::*;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let s = Duration::from_secs;
+        let in_ten_seconds = httpdate::fmt_http_date(now + s(10));
+        let cases: Vec<(Result<UpstreamAnswer, ProxyError>, Verdict)> = vec![
+            (answer(200, None, ""), Verdict::Final),
+            (answer(204, None, ""), Verdict::Final),
+            (answer(400, None, "out of order sample"), Verdict::Final),
+            (answer(401, None, ""), Verdict::Final),
+            (
+                answer(
+                    403,
+                    None,
+                    "User is not authorized to perform aps:RemoteWrite",
+                ),
+                Verdict::Final,
+            ),
+            (answer(404, None, "workspace not found"), Verdict::Final),
+            (answer(413, None, ""), Verdict::Final),
+            (answer(501, None, ""), Verdict::Final),
+            (answer(408, None, ""), retry(Timeout, None)),
+            (answer(429, None, ""), retry(Throttled, None)),
+            (answer(429, Some("7"), ""), retry(Throttled, Some(s(7)))),
+            (
+                answer(429, Some(&in_ten_seconds), ""),
+                retry(Throttled, Some(s(10))),
+            ),
+            (
+                answer(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"), ""),
+                retry(Throttled, Some(Duration::ZERO)),
+            ),
+            (answer(429, Some("soon"), ""), retry(Throttled, None)),
+            (
+                answer(400, None, r#"{"__type":"ThrottlingException"}"#),
+                retry(Throttled, None),
+            ),
+            (answer(400, None, "Rate exceeded"), retry(Throttled, None)),
+            (
+                answer(403, None, "ExpiredTokenException: token expired"),
+                retry(ExpiredCredentials, None),
+            ),
+            (
+                answer(
+                    403,
+                    None,
+                    "The security token included in the request is expired",
+                ),
+                retry(ExpiredCredentials, None),
+            ),
+            (answer(500, None, ""), retry(ServerError, None)),
+            (answer(502, None, ""), retry(ServerError, None)),
+            (answer(503, Some("30"), ""), retry(ServerError, Some(s(30)))),
+            (answer(504, None, ""), retry(ServerError, None)),
+            (
+                Err(ProxyError::UpstreamConnect("refused".into())),
+                retry(Connect, None),
+            ),
+            (Err(ProxyError::UpstreamTimeout(s(1))), retry(Timeout, None)),
+            (
+                Err(ProxyError::Upstream("reset".into())),
+                retry(Broken, None),
+            ),
+            (Err(ProxyError::Signing("x".into())), Verdict::Final),
+        ];
+        for (outcome, want) in cases {
+            let got = classify(&outcome, now);
+            let shown = outcome
+                .as_ref()
+                .map(|a| a.status)
+                .map_err(|e| e.to_string());
+            assert_eq!(got, want, "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_respects_retry_after() {
+        let ms = Duration::from_millis;
+        assert_eq!(backoff(1, 1.0, None), ms(200));
+        assert_eq!(backoff(2, 1.0, None), ms(400));
+        assert_eq!(backoff(3, 1.0, None), ms(800));
+        assert_eq!(backoff(10, 1.0, None), MAX_BACKOFF);
+        assert_eq!(backoff(1, 0.0, None), ms(100));
+        assert_eq!(backoff(1, 1.0, Some(ms(3000))), ms(3000));
+        assert_eq!(backoff(6, 1.0, Some(ms(1))), MAX_BACKOFF);
+    }
+}

@@ -25,7 +25,8 @@
 #      used under deploy/ is one the binary's --help lists
 #   6. smoke test of that binary: --help/--version exit 0, bad flags and bad env exit 64, and as a
 #      server (empty environment + dummy static keys, like a container): /-/healthy and /-/ready
-#      200, /metrics, a remote-write that is signed and fails upstream with 502, SIGTERM -> exit 0
+#      200, /metrics, a remote-write that is signed and fails upstream with 502, SIGTERM ->
+#      /-/ready 503 during the drain delay, then exit 0
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -645,8 +646,10 @@ server_pid=""
 cleanup() { if [ -n "$server_pid" ]; then kill -KILL "$server_pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 # Like the container: an empty environment except what the image and the operator set.
+# Short retry deadline and drain delay only to keep this quick.
 env -i AWS_ACCESS_KEY_ID=AKIDSMOKETEST000000 AWS_SECRET_ACCESS_KEY=smoke-test-secret-not-real \
   AWS_EC2_METADATA_DISABLED=true RUST_LOG=info \
+  AMP_RW_PROXY_RETRY_DEADLINE=1s AMP_RW_PROXY_DRAIN_DELAY=2s \
   "$BIN" --listen 127.0.0.1:0 --upstream-url http://127.0.0.1:9/api/v1/write --region us-east-1 \
   2>"$WORK/server.log" &
 server_pid=$!
@@ -681,6 +684,15 @@ rw="$(code -X POST -H 'Content-Type: application/x-protobuf' -H 'Content-Encodin
 echo "  ok: POST /api/v1/write 502 (signed, upstream 127.0.0.1:9 unreachable): $(head -c 120 "$WORK/body.txt")"
 if grep -q 'smoke-test-secret-not-real' "$WORK/server.log"; then fail "the secret key reached the log"; fi
 kill -TERM "$server_pid"
+# Kubernetes takes the pod out of the Service on readiness: /-/ready must turn 503 at once.
+ready=""
+for _ in $(seq 1 20); do
+  ready="$(code "$base/-/ready")"
+  [ "$ready" = 503 ] && break
+  sleep 0.05
+done
+[ "$ready" = 503 ] || fail "GET /-/ready is $ready after SIGTERM, want 503 during the drain delay"
+echo "  ok: SIGTERM -> GET /-/ready 503 while draining"
 rc=0
 wait "$server_pid" || rc=$?
 server_pid=""

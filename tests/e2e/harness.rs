@@ -5,6 +5,8 @@
 //! the `target/peers/env` file `tests/peers/install.sh` writes. A missing peer fails the test
 //! with the command that installs it — never a silent skip.
 
+#![allow(dead_code)] // shared by the e2e and fault suites, each using a part
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -105,6 +107,15 @@ impl Proc {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Exit status if the process has ended.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     /// The first stdout line that parses as JSON (peers announce their port this way).
@@ -376,6 +387,41 @@ impl Prometheus {
             .collect()
     }
 
+    /// Samples per series of `selector` over the `window_secs` before `at` (a range-vector
+    /// query: raw samples, metric names kept). Keyed by the series' sorted label set.
+    pub async fn samples_per_series(
+        &self,
+        selector: &str,
+        window_secs: u64,
+        at: f64,
+    ) -> HashMap<String, usize> {
+        let q = format!("{selector}[{window_secs}s]");
+        let url = format!(
+            "{}?query={}&time={at:.3}",
+            self.url("/api/v1/query"),
+            percent_encode(&q)
+        );
+        let a = get(&url).await;
+        let v: Value =
+            serde_json::from_slice(&a.body).unwrap_or_else(|_| panic!("bad answer {}", a.text()));
+        assert_eq!(v["status"], "success", "{q}: {}", a.text());
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let mut labels: Vec<String> = r["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+                    .collect();
+                labels.sort();
+                (labels.join(","), r["values"].as_array().map_or(0, Vec::len))
+            })
+            .collect()
+    }
+
     /// Sum over all series of `name` in this Prometheus's own /metrics.
     pub async fn own_metric(&self, name: &str) -> f64 {
         metric_sum(&get(&self.url("/metrics")).await.text(), name)
@@ -476,6 +522,30 @@ impl Proxy {
     /// Runs the real binary with B's base credentials in the environment (the SDK default chain)
     /// and `listen` (`127.0.0.1:0` for a fresh port).
     pub fn start(moto: &Moto, standin: &StandIn, external_id: &str, listen: &str) -> Self {
+        let url = standin.url();
+        Self::spawn(
+            (&moto.access_key_id, &moto.secret_access_key),
+            &[("AMP_RW_PROXY_DRAIN_DELAY", "100ms")],
+            &[
+                "--listen",
+                listen,
+                "--upstream-url",
+                &url,
+                "--region",
+                "us-east-1",
+                "--role-arn",
+                &moto.role_arn,
+                "--external-id",
+                external_id,
+                "--sts-endpoint",
+                &moto.url,
+            ],
+        )
+    }
+
+    /// Runs the binary with static base credentials from the environment (no STS), the given
+    /// extra environment and flags.
+    pub fn spawn(keys: (&str, &str), env: &[(&str, &str)], args: &[&str]) -> Self {
         let home = tempfile::tempdir().unwrap().keep();
         std::fs::write(home.join("config"), "").unwrap();
         std::fs::write(home.join("credentials"), "").unwrap();
@@ -486,26 +556,13 @@ impl Proxy {
             .env("AWS_CONFIG_FILE", home.join("config"))
             .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ACCESS_KEY_ID", &moto.access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", &moto.secret_access_key)
-            .env("RUST_LOG", "info")
-            .env("AMP_RW_PROXY_DRAIN_DELAY", "100ms")
-            .args([
-                "--listen",
-                listen,
-                "--upstream-url",
-                &standin.url(),
-                "--region",
-                "us-east-1",
-            ])
-            .args([
-                "--role-arn",
-                &moto.role_arn,
-                "--external-id",
-                external_id,
-                "--sts-endpoint",
-                &moto.url,
-            ]);
+            .env("AWS_ACCESS_KEY_ID", keys.0)
+            .env("AWS_SECRET_ACCESS_KEY", keys.1)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args(args);
         let proc = Proc::spawn("amp-rw-proxy", cmd);
         let line = proc.wait_for_log("amp-rw-proxy listening", STARTUP);
         let addr = line

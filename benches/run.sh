@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One command for the whole comparison (see benches/bench.py): installs wrk, hey, nginx and
+# vmagent (Debian), the STS peer (tests/peers/install.sh) and a venv for the report, builds the
+# release binary, runs every scenario, and writes target/bench/results.md, results.json and
+# chart.png. Extra arguments go to bench.py (e.g. --duration 5).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v hey >/dev/null 2>&1 || missing+=(hey)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v vmagent >/dev/null 2>&1 || missing+=(victoria-metrics)
+if [ ${#missing[@]} -gt 0 ]; then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts system services on install; the benchmark runs its own instances.
+$sudo service nginx stop >/dev/null 2>&1 || true
+$sudo service victoria-metrics stop >/dev/null 2>&1 || true
+
+bash tests/peers/install.sh >/dev/null
+venv="$root/target/bench-venv"
+if ! "$venv/bin/python" -c 'import cramjam, matplotlib' >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check cramjam==2.14.0 matplotlib==3.11.2
+fi
+cargo build --release --locked
+exec "$venv/bin/python" benches/bench.py "$@"

@@ -460,6 +460,7 @@ def chart(results, bodies):
     import matplotlib.pyplot as plt
 
     series = [("direct", 1), ("nginx", 1), ("nginx", 2), ("amp-rw-proxy", 1), ("amp-rw-proxy", 2), ("vmagent", 2)]
+    colors = ["#7f7f7f", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#2ca02c"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     names = list(bodies)
     width = 0.13
@@ -467,9 +468,8 @@ def chart(results, bodies):
         rows = [next((r for r in results if r["target"] == target and r["threads"] == threads and r["body"] == b), None) for b in names]
         xs = [j + (i - len(series) / 2) * width for j in range(len(names))]
         label = f"{target} ({threads}t)" if target not in ("direct",) else "direct to sink"
-        axes[0].bar(xs, [r["rps"] if r else 0 for r in rows], width, label=label)
-        if target != "direct":
-            axes[1].bar(xs, [r["cpu_ms_per_req"] if r else 0 for r in rows], width, label=label)
+        axes[0].bar(xs, [r["rps"] if r else 0 for r in rows], width, label=label, color=colors[i])
+        axes[1].bar(xs, [r["cpu_ms_per_req"] if r else 0 for r in rows], width, label=label, color=colors[i])
     for ax, title in [(axes[0], "requests/s (higher is better)"), (axes[1], "CPU ms per request (lower is better)")]:
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names)

@@ -48,6 +48,7 @@ async fn fault_runs() {
     let peers = Peers::find();
     let mut rows = Vec::new();
     rows.push(upstream_faults(&peers).await);
+    rows.push(sts_outage(&peers).await);
     rows.push(sigterm_under_load().await);
     rows.push(overload(&peers).await);
 
@@ -160,6 +161,124 @@ async fn upstream_faults(peers: &Peers) -> Row {
             "{} series compared one by one; {} upstream failures injected; {retries} proxy retries; sender failed/dropped 0",
             want.len(),
             faults.failed.load(Ordering::Relaxed)
+        ),
+    }
+}
+
+/// STS down for longer than one refresh attempt while the credentials are still valid: not a
+/// single request fails. Credentials here live 40 s (refresh due after 12.5 s, usable for 25 s),
+/// from the in-process STS stand-in, since STS itself issues at least 15 minutes.
+async fn sts_outage(peers: &Peers) -> Row {
+    let sts = common::StsStandIn::start().await;
+    sts.set_lifetime(Duration::from_secs(40));
+    let receiver = Prometheus::start(&peers.prometheus, Role::Receiver { rw2: false });
+    receiver.wait_ready().await;
+    let upstream = receiver.url("/api/v1/write");
+    let sts_url = sts.url();
+    let proxy = Proxy::spawn(
+        (common::BASE_ACCESS_KEY, common::BASE_SECRET),
+        &[],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream-url",
+            &upstream,
+            "--region",
+            "us-east-1",
+            "--role-arn",
+            common::ROLE_ARN,
+            "--external-id",
+            common::EXTERNAL_ID,
+            "--sts-endpoint",
+            &sts_url,
+        ],
+    );
+    proxy.wait_ready().await;
+    let fetched_at = Instant::now();
+    let url = proxy.url("/api/v1/write");
+    let sender = Prometheus::start(
+        &peers.prometheus,
+        Role::Sender {
+            url: &url,
+            extra_targets: &[proxy.addr],
+            rw2: false,
+        },
+    );
+    sender.wait_ready().await;
+    let t0 = unix_now();
+    // Down from well before the refresh is due until several attempts have failed.
+    sts.set_outage(true);
+    let metrics = || async { common::get(&proxy.url("/metrics")).await.text() };
+    // Two of the proxy's refresh attempts (each with the SDK's own retries) must fail.
+    eventually(
+        "two failed refresh attempts during the outage",
+        Duration::from_secs(30),
+        || async {
+            let m = metrics().await;
+            (metric_sum(
+                &m,
+                "amp_rw_proxy_credential_refreshes_total{result=\"failure\"}",
+            ) >= 2.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let down_for = fetched_at.elapsed();
+    sts.set_outage(false);
+    eventually(
+        "a successful refresh after the outage",
+        Duration::from_secs(30),
+        || async {
+            let m = metrics().await;
+            (m.contains(r#"credential_refreshes_total{result="success"} 2"#)).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t_end = unix_now();
+    let window = (t_end - t0).ceil() as u64 + 2;
+    let selector = r#"{job=~"sender|amp-rw-proxy"}"#;
+    let want = sender.samples_per_series(selector, window, t_end).await;
+    let sent: usize = want.values().sum();
+    let got = eventually(
+        "the receiver to hold every sample",
+        Duration::from_secs(60),
+        || async {
+            let got = receiver.samples_per_series(selector, window, t_end).await;
+            (got == want).then_some(got)
+        },
+    )
+    .await;
+    let received: usize = got.values().sum();
+    let m = metrics().await;
+    let failures: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("amp_rw_proxy_requests_total{") && l.contains("write"))
+        .filter(|l| !l.contains(r#"code="204""#) && !l.contains(r#"code="200""#))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "failed requests during the STS outage: {failures:?}"
+    );
+    assert!(m.contains(r#"credential_refreshes_total{result="failure"}"#));
+    for counter in [
+        "prometheus_remote_storage_samples_failed_total",
+        "prometheus_remote_storage_samples_retried_total",
+        "prometheus_remote_storage_samples_dropped_total",
+    ] {
+        assert_eq!(sender.own_metric(counter).await, 0.0, "{counter}");
+    }
+    let requests = metric_sum(&m, "amp_rw_proxy_requests_total") as u64;
+    Row {
+        scenario: "STS down across a credential refresh".into(),
+        requests,
+        sent: sent as u64,
+        received: received as u64,
+        lost: sent as i64 - received as i64,
+        note: format!(
+            "STS refused {} calls (2 refresh attempts) until {:.0}s into a 40s credential lifetime; 0 failed, 0 retried requests",
+            sts.calls().saturating_sub(2),
+            down_for.as_secs_f64()
         ),
     }
 }

@@ -82,7 +82,7 @@ impl App {
         let proxy = Proxy::new(Shared {
             upstream_target: config.upstream.clone(),
             client,
-            signer: Signer::new(config.region.clone()),
+            signer: Signer::new(config.region.clone(), &config.upstream.path),
             credentials: credentials.clone(),
             metrics: metrics.clone(),
             max_body_size: config.max_body_size,

@@ -337,28 +337,8 @@ async fn our_own_failures_are_5xx() {
     let (_, body) = write_request(1);
 
     // Nothing listens upstream: 502.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let url = format!("http://{closed}{WORKSPACE_PATH}");
-    let sts_url = sts.url();
-    let args = [
-        "--upstream-url",
-        &url,
-        "--region",
-        REGION,
-        "--role-arn",
-        ROLE_ARN,
-        "--external-id",
-        EXTERNAL_ID,
-        "--sts-endpoint",
-        &sts_url,
-        "--retry-deadline",
-        "500ms",
-    ];
-    let proxy = ProxyUnderTest::start(&args).await;
+    let url = ProxyUnderTest::closed_upstream_url().await;
+    let proxy = ProxyUnderTest::start_to(&sts, &url, &["--retry-deadline", "500ms"]).await;
     proxy.wait_ready(READY).await;
     let a = write(&proxy.url("/api/v1/write"), body.clone()).await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.text());

@@ -115,28 +115,8 @@ async fn an_outage_is_retried_until_the_deadline_then_answered_retryably() {
     ));
 
     // Nothing listening: connect errors are retried too, then 502.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let url = format!("http://{closed}{WORKSPACE_PATH}");
-    let sts_url = sts.url();
-    let proxy = ProxyUnderTest::start(&[
-        "--upstream-url",
-        &url,
-        "--region",
-        REGION,
-        "--role-arn",
-        ROLE_ARN,
-        "--external-id",
-        EXTERNAL_ID,
-        "--sts-endpoint",
-        &sts_url,
-        "--retry-deadline",
-        "1s",
-    ])
-    .await;
+    let url = ProxyUnderTest::closed_upstream_url().await;
+    let proxy = ProxyUnderTest::start_to(&sts, &url, &["--retry-deadline", "1s"]).await;
     proxy.wait_ready(READY).await;
     let a = write(&proxy.url("/api/v1/write"), body).await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);

@@ -39,7 +39,7 @@ pub const WORKSPACE_PATH: &str = "/workspaces/ws-0123abcd/api/v1/remote_write";
 // ---------------------------------------------------------------------------------------------
 // Remote-write bodies
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
+pub fn varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -47,7 +47,7 @@ fn varint(mut v: u64, out: &mut Vec<u8>) {
     out.push(v as u8);
 }
 
-fn len_field(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
+pub fn len_field(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
     varint(((field << 3) | 2) as u64, out);
     varint(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
@@ -643,10 +643,23 @@ impl ProxyUnderTest {
 
     /// Standard flags for a proxy assuming the role via `sts` and forwarding to `amp`.
     pub async fn start_with(sts: &StsStandIn, amp: &AmpStandIn, extra: &[&str]) -> Self {
-        let (url, sts_url) = (amp.url(), sts.url());
+        Self::start_to(sts, &amp.url(), extra).await
+    }
+
+    /// A port nothing listens on: an upstream that refuses connections.
+    pub async fn closed_upstream_url() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        format!("http://{addr}{WORKSPACE_PATH}")
+    }
+
+    /// Standard flags for a proxy assuming the role via `sts` and forwarding to `upstream_url`.
+    pub async fn start_to(sts: &StsStandIn, upstream_url: &str, extra: &[&str]) -> Self {
+        let sts_url = sts.url();
         let mut args = vec![
             "--upstream-url",
-            &url,
+            upstream_url,
             "--region",
             REGION,
             "--role-arn",

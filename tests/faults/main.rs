@@ -392,19 +392,7 @@ async fn sigterm_under_load() -> Row {
     }
 }
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn field(n: u32, bytes: &[u8], out: &mut Vec<u8>) {
-    varint(((n << 3) | 2) as u64, out);
-    varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
-}
+use common::{len_field as field, varint};
 
 /// Encoded samples of the overload bodies, made once: 10 blocks of 8000 samples with random
 /// values (so snappy cannot shrink them) at timestamps just before the run.

@@ -88,16 +88,7 @@ where
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()))
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with error");
-                    }
-                });
+                spawn_connection(&builder, &graceful, stream, peer, service.clone());
             }
             () = &mut shutdown, if !draining => {
                 draining = true;
@@ -111,6 +102,18 @@ where
             () = &mut drain_timer, if draining => break,
         }
     }
+    // Connections the kernel completed but we never accepted would be reset when the listener
+    // closes; take what is already queued and serve it (one request each: draining).
+    loop {
+        tokio::select! {
+            biased;
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => spawn_connection(&builder, &graceful, stream, peer, service.clone()),
+                Err(_) => break,
+            },
+            () = tokio::task::yield_now() => break,
+        }
+    }
     drop(listener);
     let left = options.grace.saturating_sub(options.drain_delay);
     tracing::info!(
@@ -121,6 +124,32 @@ where
         Ok(()) => Drain::Complete,
         Err(_) => Drain::TimedOut,
     }
+}
+
+fn spawn_connection<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    service: S,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "connection ended with error");
+        }
+    });
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are registered when this is *called*, not

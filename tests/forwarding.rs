@@ -592,7 +592,7 @@ async fn shutdown_finishes_in_flight_requests() {
         delay: Duration::from_millis(500),
         ..Reply::default()
     });
-    let mut proxy = ProxyUnderTest::start_with(&sts, &amp, &[]).await;
+    let mut proxy = ProxyUnderTest::start_with(&sts, &amp, &["--drain-delay", "100ms"]).await;
     proxy.wait_ready(READY).await;
     let (_, body) = write_request(1);
     let url = proxy.url("/api/v1/write");

@@ -13,10 +13,12 @@
 
 pub mod app;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod metrics;
+pub mod policies;
 pub mod proxy;
 pub mod retry;
 pub mod server;

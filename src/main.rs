@@ -1,16 +1,19 @@
 //! Parse config → build the app → serve → drain on signal.
 #![forbid(unsafe_code)]
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use amp_rw_proxy::app::App;
-use amp_rw_proxy::config::{Cli, Config, EXIT_CONFIG_ERROR, Environment};
+use amp_rw_proxy::cli::{Args, Command};
+use amp_rw_proxy::config::{Config, EXIT_CONFIG_ERROR, Environment};
+use amp_rw_proxy::policies::{Policies, PoliciesArgs};
 use amp_rw_proxy::server::{self, Drain};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let args = match Args::try_parse() {
+        Ok(args) => args,
         Err(e) => {
             let _ = e.print();
             // --help and --version are not errors.
@@ -20,6 +23,10 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             };
         }
+    };
+    let cli = match args.command {
+        None => args.serve,
+        Some(Command::Policies(p)) => return policies(&p),
     };
     let config = match Config::from_cli(&cli, &Environment::from_process()) {
         Ok(config) => config,
@@ -86,6 +93,30 @@ async fn run(config: Config) -> ExitCode {
         Drain::Complete => tracing::info!("drained; exiting"),
         Drain::TimedOut => {
             tracing::warn!("shutdown grace period over with requests still in flight; exiting")
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn policies(args: &PoliciesArgs) -> ExitCode {
+    // Written without panicking when stdout is closed early (`| head`).
+    let mut out = std::io::stdout().lock();
+    match Policies::from_args(args) {
+        Ok(p) if args.format == "json" => {
+            let _ = writeln!(out, "{}", p.to_json());
+        }
+        Ok(p) => {
+            let _ = write!(out, "{}", p.to_text());
+        }
+        Err(errors) => {
+            eprintln!(
+                "amp-rw-proxy policies: invalid arguments ({} error(s)):",
+                errors.len()
+            );
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            return ExitCode::from(EXIT_CONFIG_ERROR);
         }
     }
     ExitCode::SUCCESS

@@ -352,3 +352,56 @@ async fn the_sdks_aws_endpoint_url_sts_is_honoured() {
     assert_eq!(sts.calls(), 1);
     assert!(proxy.terminate().success());
 }
+
+#[test]
+fn policies_prints_the_three_documents_ready_for_aws_iam() {
+    let args = [
+        "policies",
+        "--source-role-arn",
+        "arn:aws:iam::222222222222:role/account_b_role",
+        "--workspace-arn",
+        "arn:aws:aps:us-east-1:111111111111:workspace/ws-EXAMPLE",
+        "--external-id",
+        "EXAMPLE-ID",
+    ];
+    let out = command(&[])
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(
+        v["account_a_trust_policy"]["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
+        "EXAMPLE-ID"
+    );
+    assert_eq!(
+        v["account_b_permission_policy"]["Statement"][0]["Resource"],
+        "arn:aws:iam::111111111111:role/account_a_role"
+    );
+    let text = command(&[]).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("aws iam put-role-policy --role-name account_b_role"),
+        "{text}"
+    );
+
+    let bad = command(&[])
+        .args([
+            "policies",
+            "--source-role-arn",
+            "nope",
+            "--workspace-arn",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--source-role-arn") && err.contains("--workspace-arn"),
+        "{err}"
+    );
+    let help = command(&[]).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("policies"));
+}

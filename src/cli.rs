@@ -1,0 +1,31 @@
+//! The command line: serving (the default, flags in [`crate::config::Cli`]) and subcommands.
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Cli;
+use crate::policies::PoliciesArgs;
+
+/// Prometheus remote-write proxy for Amazon Managed Service for Prometheus (AMP).
+///
+/// Without a subcommand it serves: accepts unsigned remote-write from Prometheus, assumes a
+/// (cross-account) IAM role, signs each request with SigV4 (service `aps`) and forwards it
+/// unchanged to the workspace. Every serving flag can also be set through the environment
+/// variable shown.
+#[derive(Debug, Parser)]
+#[command(name = "amp-rw-proxy", version, args_conflicts_with_subcommands = true)]
+pub struct Args {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serving flags.
+    #[command(flatten)]
+    pub serve: Cli,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the three IAM policy documents of the cross-account setup (A's trust policy, A's
+    /// permission policy for aps:RemoteWrite, B's permission policy for sts:AssumeRole).
+    Policies(PoliciesArgs),
+}

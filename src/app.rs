@@ -108,8 +108,23 @@ impl App {
     }
 }
 
-/// The base chain, or AssumeRole on top of it.
-async fn credentials_provider(
+/// The SDK configuration for calls to STS: the SDK's region (where the proxy runs) if one is
+/// set, else the workspace's — a regional STS endpoint, never the global one by accident — and
+/// `--sts-endpoint` if given.
+pub fn sts_config(config: &Config, sdk: &SdkConfig) -> SdkConfig {
+    let sts_region = sdk
+        .region()
+        .cloned()
+        .unwrap_or_else(|| Region::new(config.region.clone()));
+    let mut sts_conf = sdk.to_builder().region(sts_region);
+    if let Some(endpoint) = &config.sts_endpoint {
+        sts_conf = sts_conf.endpoint_url(endpoint.clone());
+    }
+    sts_conf.build()
+}
+
+/// The base chain, or AssumeRole on top of it; with a description for logs.
+pub async fn credentials_provider(
     config: &Config,
     sdk: &SdkConfig,
 ) -> Result<(SharedCredentialsProvider, String), BuildError> {
@@ -121,20 +136,10 @@ async fn credentials_provider(
     let Some(role) = &config.role else {
         return Ok((base, "base credentials (default chain)".to_string()));
     };
-    // STS is called in the SDK's region (where the proxy runs) if one is set, else in the
-    // workspace's region: regional STS endpoints, never the global one by accident.
-    let sts_region = sdk
-        .region()
-        .cloned()
-        .unwrap_or_else(|| Region::new(config.region.clone()));
-    let mut sts_conf = sdk.to_builder().region(sts_region);
-    if let Some(endpoint) = &config.sts_endpoint {
-        sts_conf = sts_conf.endpoint_url(endpoint.clone());
-    }
     let mut builder = AssumeRoleProvider::builder(role.arn.clone())
         .session_name(role.session_name.clone())
         .session_length(role.session_duration)
-        .configure(&sts_conf.build());
+        .configure(&sts_config(config, sdk));
     if let Some(id) = &role.external_id {
         builder = builder.external_id(id.clone());
     }

@@ -28,4 +28,9 @@ pub enum Command {
     /// Print the three IAM policy documents of the cross-account setup (A's trust policy, A's
     /// permission policy for aps:RemoteWrite, B's permission policy for sts:AssumeRole).
     Policies(PoliciesArgs),
+    /// Walk the chain with the same flags as serving and report each step with ✓/✗ and a fix:
+    /// base credentials and sts:GetCallerIdentity as Account B, sts:AssumeRole into Account A,
+    /// GetCallerIdentity as the assumed role, a signed empty remote-write to the workspace.
+    /// Exit code 0 only when all pass.
+    Check(Box<Cli>),
 }

@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod body;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod credentials;

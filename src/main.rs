@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use amp_rw_proxy::app::App;
 use amp_rw_proxy::cli::{Args, Command};
-use amp_rw_proxy::config::{Config, EXIT_CONFIG_ERROR, Environment};
+use amp_rw_proxy::config::{Cli, Config, EXIT_CONFIG_ERROR, Environment};
 use amp_rw_proxy::policies::{Policies, PoliciesArgs};
 use amp_rw_proxy::server::{self, Drain};
 use clap::Parser;
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let cli = match args.command {
         None => args.serve,
         Some(Command::Policies(p)) => return policies(&p),
+        Some(Command::Check(cli)) => return check(&cli),
     };
     let config = match Config::from_cli(&cli, &Environment::from_process()) {
         Ok(config) => config,
@@ -120,4 +121,40 @@ fn policies(args: &PoliciesArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn check(cli: &Cli) -> ExitCode {
+    let config = match Config::from_cli(cli, &Environment::from_process()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("amp-rw-proxy check: {errors}");
+            return ExitCode::from(EXIT_CONFIG_ERROR);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("amp-rw-proxy check: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let steps = runtime.block_on(async {
+        let sdk = amp_rw_proxy::load_aws_config(&config.region).await;
+        amp_rw_proxy::check::run(&config, &sdk).await
+    });
+    let mut out = std::io::stdout().lock();
+    for step in &steps {
+        let _ = write!(out, "{}", step.render());
+    }
+    // Four steps with a role, three without: all must be there and passed.
+    let expected = if config.role.is_some() { 4 } else { 3 };
+    if steps.len() == expected && steps.iter().all(|s| s.ok) {
+        let _ = writeln!(out, "all checks passed");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -54,6 +54,7 @@ pub struct Policies {
     pub role_arn: String,
     role_name: String,
     source_role_name: String,
+    source_is_user: bool,
 }
 
 impl Policies {
@@ -61,24 +62,28 @@ impl Policies {
     pub fn from_args(args: &PoliciesArgs) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
         let source = parse_arn(&args.source_role_arn);
-        let source_role_name = match &source {
+        // A role normally (IRSA, Pod Identity, instance profiles); an IAM user works the same.
+        let (source_is_user, source_role_name) = match &source {
             Some(a)
                 if a.service == "iam"
-                    && a.resource.starts_with("role/")
+                    && (a.resource.starts_with("role/") || a.resource.starts_with("user/"))
                     && a.resource.len() > 5 =>
             {
-                a.resource
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
+                (
+                    a.resource.starts_with("user/"),
+                    a.resource
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
             }
             _ => {
                 errors.push(format!(
-                    "--source-role-arn {:?}: expected arn:aws:iam::<12-digit account>:role/<name>",
+                    "--source-role-arn {:?}: expected arn:aws:iam::<12-digit account>:role/<name> (or user/<name>)",
                     args.source_role_arn
                 ));
-                String::new()
+                (false, String::new())
             }
         };
         let workspace = parse_arn(&args.workspace_arn);
@@ -150,6 +155,7 @@ impl Policies {
             role_arn,
             role_name: args.role_name.clone(),
             source_role_name,
+            source_is_user,
         })
     }
 
@@ -174,12 +180,13 @@ impl Policies {
              # 2. Account A — permission policy of {role} (what it may do: write to the one workspace).\n\
              #    aws iam put-role-policy --role-name {role} --policy-name amp-remote-write --policy-document file://permissions.json\n\
              {perm}\n\n\
-             # 3. Account B — permission policy of {source} (the proxy's role may assume A's role).\n\
-             #    aws iam put-role-policy --role-name {source} --policy-name assume-{role} --policy-document file://assume.json\n\
+             # 3. Account B — permission policy of {source} (the proxy's identity may assume A's role).\n\
+             #    aws iam put-{kind}-policy --{kind}-name {source} --policy-name assume-{role} --policy-document file://assume.json\n\
              {assume}\n\n\
              # Cross-account access needs both 1 and 3. Then run the proxy with --role-arn {arn}\n",
             role = self.role_name,
             source = self.source_role_name,
+            kind = if self.source_is_user { "user" } else { "role" },
             arn = self.role_arn,
             trust = pretty(&self.account_a_trust_policy),
             perm = pretty(&self.account_a_permission_policy),
@@ -298,7 +305,7 @@ mod tests {
     #[test]
     fn every_bad_argument_is_reported() {
         let bad = PoliciesArgs {
-            source_role_arn: "arn:aws:iam::222222222222:user/someone".into(),
+            source_role_arn: "arn:aws:iam::222222222222:group/someone".into(),
             workspace_arn: "arn:aws:s3:::bucket".into(),
             external_id: Some("x".into()),
             role_name: "has space".into(),

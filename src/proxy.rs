@@ -540,7 +540,7 @@ fn declared_length(h: &HeaderMap) -> Result<Option<u64>, ProxyError> {
 /// The outbound request, built fresh: only allowlisted inbound headers are carried over;
 /// `Authorization`, `Cookie`, `Host`, hop-by-hop and `X-Amz-*` headers never are. The
 /// destination comes from configuration only.
-fn build_outbound(
+pub(crate) fn build_outbound(
     target: &UpstreamTarget,
     inbound: &HeaderMap,
     body: &BufferedBody,

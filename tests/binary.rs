@@ -405,3 +405,104 @@ fn policies_prints_the_three_documents_ready_for_aws_iam() {
     let help = command(&[]).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("policies"));
 }
+
+/// `amp-rw-proxy check` with the serving configuration from the environment.
+async fn run_check(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = command(&pairs).arg("check").output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn check_walks_the_chain_and_names_the_broken_link() {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    let (sts_url, amp_url) = (sts.url(), amp.url());
+    let env = proxy_env(&sts_url, &amp_url);
+
+    // Everything in order: four ticks, exit 0, and the empty write was signed correctly.
+    let (code, out) = run_check(&env).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches('✓').count(), 4, "{out}");
+    assert!(
+        out.contains("provider Environment")
+            && out.contains("arn:aws:iam::222222222222:user/account_b"),
+        "{out}"
+    );
+    assert!(out.contains("assumed-role/account_a_role"), "{out}");
+    assert!(amp.received().last().unwrap().verdict.is_ok());
+
+    // STS refuses: both possible causes, with the documents that fix each.
+    sts.set_deny(true);
+    let (code, out) = run_check(&env).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("✗ assume role"), "{out}");
+    assert!(
+        out.contains("(a) Account B") && out.contains("(b) Account A"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"sts:ExternalId\"")
+            && out.contains("aws iam put-user-policy --user-name account_b"),
+        "{out}"
+    );
+    sts.set_deny(false);
+
+    // The workspace refuses: 403 is A's permission policy, 404 a wrong workspace or region.
+    amp.set_reply(Reply {
+        status: 403,
+        body: "User is not authorized to perform: aps:RemoteWrite",
+        ..Reply::default()
+    });
+    let (code, out) = run_check(&env).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("✗ signed remote-write")
+            && out.contains("aps:RemoteWrite")
+            && out.contains("permission policy"),
+        "{out}"
+    );
+    amp.set_reply(Reply {
+        status: 404,
+        body: "workspace not found",
+        ..Reply::default()
+    });
+    let (_, out) = run_check(&env).await;
+    assert!(
+        out.contains("No such workspace") && out.contains("us-east-1"),
+        "{out}"
+    );
+
+    // No credentials at all: the first step fails and says where credentials come from.
+    let no_keys: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .chain([
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_SESSION_TOKEN", ""),
+        ])
+        .collect();
+    let (code, out) = run_check(&no_keys).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("✗ base credentials") && out.contains("IRSA"),
+        "{out}"
+    );
+    for secret in [BASE_SECRET, BASE_TOKEN, ASSUMED_SECRET, ASSUMED_TOKEN] {
+        assert!(!out.contains(secret));
+    }
+}

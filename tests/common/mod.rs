@@ -170,8 +170,32 @@ async fn sts_handle(
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    if get("Action").as_deref() == Some("GetCallerIdentity") {
+        let arn = if auth.contains(&format!("Credential={BASE_ACCESS_KEY}/")) {
+            "arn:aws:iam::222222222222:user/account_b"
+        } else if auth.contains(&format!("Credential={ASSUMED_ACCESS_KEY}/")) {
+            "arn:aws:sts::111111111111:assumed-role/account_a_role/session"
+        } else {
+            return sts_error(
+                403,
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid",
+            );
+        };
+        let account = arn.split(':').nth(4).unwrap();
+        return xml_response(
+            200,
+            format!(
+                r#"<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult><Arn>{arn}</Arn><UserId>AIDEXAMPLE</UserId><Account>{account}</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>r-2</RequestId></ResponseMetadata></GetCallerIdentityResponse>"#
+            ),
+        );
+    }
     if get("Action").as_deref() != Some("AssumeRole") {
-        return sts_error(400, "InvalidAction", "only AssumeRole is implemented");
+        return sts_error(
+            400,
+            "InvalidAction",
+            "only AssumeRole and GetCallerIdentity are implemented",
+        );
     }
     calls.fetch_add(1, Ordering::SeqCst);
     if let Some(name) = get("RoleSessionName") {

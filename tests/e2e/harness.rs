@@ -543,6 +543,40 @@ impl Proxy {
         )
     }
 
+    /// Runs `amp-rw-proxy check` with the serving flags [`Proxy::start`] would use; returns the
+    /// exit code and the report.
+    pub fn check(moto: &Moto, standin: &StandIn, external_id: &str) -> (Option<i32>, String) {
+        let url = standin.url();
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("config"), "").unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_amp-rw-proxy"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("AWS_CONFIG_FILE", home.path().join("config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.path().join("config"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", &moto.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &moto.secret_access_key)
+            .args(["check", "--upstream-url", &url, "--region", "us-east-1"])
+            .args([
+                "--role-arn",
+                &moto.role_arn,
+                "--external-id",
+                external_id,
+                "--sts-endpoint",
+                &moto.url,
+            ])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    }
+
     /// Runs the binary with static base credentials from the environment (no STS), the given
     /// extra environment and flags.
     pub fn spawn(keys: (&str, &str), env: &[(&str, &str)], args: &[&str]) -> Self {

@@ -306,3 +306,39 @@ async fn happy_path_remote_write_2_from_prometheus_3() {
         answer.headers
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_against_moto_and_the_botocore_verifier_and_explains_a_wrong_external_id() {
+    let peers = Peers::find();
+    let moto = Moto::start(&peers, EXTERNAL_ID);
+    let receiver = Prometheus::start(&peers.prometheus, Role::Receiver { rw2: false });
+    receiver.wait_ready().await;
+    let standin = StandIn::start(&peers, &moto, &receiver, 0, false);
+    let (code, out) = tokio::task::block_in_place(|| Proxy::check(&moto, &standin, EXTERNAL_ID));
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches('✓').count(), 4, "{out}");
+    assert!(
+        out.contains("arn:aws:iam::222222222222:user/account_b"),
+        "{out}"
+    );
+    assert!(out.contains("assumed-role/account_a_role"), "{out}");
+    let stats = standin.stats().await;
+    assert_eq!(
+        stats["rejected"], 0,
+        "botocore accepted the signature: {}",
+        stats["reasons"]
+    );
+    assert_eq!(stats["accepted"], 1);
+
+    let (code, out) =
+        tokio::task::block_in_place(|| Proxy::check(&moto, &standin, "wrong-external-id"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("✗ assume role") && out.contains("AccessDenied"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ExternalId") && out.contains("(b) Account A"),
+        "{out}"
+    );
+}

@@ -1,0 +1,410 @@
+//! `amp-rw-proxy check`: walks the chain the proxy depends on, with the same flags as serving,
+//! and says which link is broken and how to fix it:
+//!
+//! 1. base credentials found (and by which provider), `sts:GetCallerIdentity` as Account B;
+//! 2. `sts:AssumeRole` into Account A's role (on AccessDenied: B's permission policy or A's trust
+//!    policy / ExternalId — with the documents that would fix each);
+//! 3. `sts:GetCallerIdentity` as the assumed role;
+//! 4. a signed, empty remote-write request to the workspace (403: A's permission policy;
+//!    404: wrong workspace or region).
+//!
+//! Exit code 0 only when every step passes.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aws_config::SdkConfig;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::Full;
+
+use crate::app::{credentials_provider, sts_config};
+use crate::body::BufferedBody;
+use crate::config::Config;
+use crate::policies::{Policies, PoliciesArgs};
+use crate::signing::Signer;
+use crate::upstream::UpstreamClient;
+
+/// One step's outcome.
+#[derive(Debug)]
+pub struct Step {
+    /// Passed?
+    pub ok: bool,
+    /// What was checked.
+    pub title: String,
+    /// What was found.
+    pub detail: String,
+    /// How to fix it (failed steps).
+    pub fix: Option<String>,
+}
+
+impl Step {
+    fn pass(title: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            title: title.into(),
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn fail(title: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            title: title.into(),
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// `✓ title: detail`, or `✗ title: detail` followed by the indented fix.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{} {}: {}\n",
+            if self.ok { "✓" } else { "✗" },
+            self.title,
+            self.detail
+        );
+        if let Some(fix) = &self.fix {
+            for line in fix.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        out
+    }
+}
+
+/// Runs the steps in order, stopping at the first failure (later steps depend on it).
+pub async fn run(config: &Config, sdk: &SdkConfig) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let sts_conf = sts_config(config, sdk);
+
+    // 1. Base credentials, and who they are.
+    let Some(base) = sdk.credentials_provider() else {
+        steps.push(Step::fail(
+            "base credentials",
+            "no credential provider",
+            "load the default AWS config",
+        ));
+        return steps;
+    };
+    let base_creds = match base.provide_credentials().await {
+        Ok(c) => c,
+        Err(e) => {
+            steps.push(Step::fail(
+                "base credentials (Account B)",
+                one_line(&DisplayErrorContext(&e).to_string()),
+                "The default AWS credential chain found nothing usable. Provide Account B's credentials:\n\
+                 environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), a profile (AWS_PROFILE),\n\
+                 IRSA (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE), EKS Pod Identity, ECS, or EC2 instance metadata.",
+            ));
+            return steps;
+        }
+    };
+    let caller = match caller_identity(
+        &sts_conf,
+        SharedCredentialsProvider::new(base_creds.clone()),
+    )
+    .await
+    {
+        Ok(arn) => {
+            steps.push(Step::pass(
+                "base credentials (Account B)",
+                format!(
+                    "{}, sts:GetCallerIdentity says {arn}",
+                    provider_of(&base_creds)
+                ),
+            ));
+            arn
+        }
+        Err(e) if is_unreachable(&e) => {
+            steps.push(Step::fail(
+                "base credentials (Account B)",
+                format!("{} found credentials, but STS cannot be reached: {e}", provider_of(&base_creds)),
+                "Check --sts-endpoint (or AWS_ENDPOINT_URL_STS), DNS, proxies and the network path to STS.",
+            ));
+            return steps;
+        }
+        Err(e) => {
+            steps.push(Step::fail(
+                "base credentials (Account B)",
+                format!("{} found credentials, but STS rejects them: {e}", provider_of(&base_creds)),
+                "The credentials are invalid or expired (wrong secret, deleted access key, stale session token).",
+            ));
+            return steps;
+        }
+    };
+
+    // 2. AssumeRole, and 3. who we are then.
+    let signing_creds = match &config.role {
+        None => {
+            steps.push(Step::pass(
+                "assume role",
+                "no --role-arn: requests are signed with the base credentials",
+            ));
+            base_creds
+        }
+        Some(role) => {
+            let provider = match credentials_provider(config, sdk).await {
+                Ok((p, _)) => p,
+                Err(e) => {
+                    steps.push(Step::fail("assume role", e.to_string(), "see the error"));
+                    return steps;
+                }
+            };
+            match provider.provide_credentials().await {
+                Ok(c) => {
+                    steps.push(Step::pass(
+                        "assume role (Account A)",
+                        format!("sts:AssumeRole into {} succeeded", role.arn),
+                    ));
+                    match caller_identity(&sts_conf, SharedCredentialsProvider::new(c.clone()))
+                        .await
+                    {
+                        Ok(arn) => steps.push(Step::pass(
+                            "assumed identity",
+                            format!("sts:GetCallerIdentity says {arn}"),
+                        )),
+                        Err(e) => {
+                            steps.push(Step::fail("assumed identity", e, "STS issued credentials it then rejects; retry, or check the STS endpoint."));
+                            return steps;
+                        }
+                    }
+                    c
+                }
+                Err(e) => {
+                    let error = one_line(&DisplayErrorContext(&e).to_string());
+                    let fix = assume_role_fix(config, &caller, &error);
+                    steps.push(Step::fail("assume role (Account A)", error, fix));
+                    return steps;
+                }
+            }
+        }
+    };
+
+    // 4. A signed, empty remote-write request.
+    steps.push(remote_write_step(config, signing_creds).await);
+    steps
+}
+
+async fn caller_identity(
+    conf: &SdkConfig,
+    creds: SharedCredentialsProvider,
+) -> Result<String, String> {
+    let conf = conf.to_builder().credentials_provider(creds).build();
+    let client = aws_sdk_sts::Client::new(&conf);
+    match client.get_caller_identity().send().await {
+        Ok(out) => Ok(out.arn().unwrap_or("(no ARN)").to_string()),
+        Err(e) => Err(one_line(&DisplayErrorContext(&e).to_string())),
+    }
+}
+
+/// Which provider of the default chain produced `creds`. `Credentials` keeps the provider's
+/// name but exposes it only through `Debug` (which redacts the secret).
+fn provider_of(creds: &Credentials) -> String {
+    let debug = format!("{creds:?}");
+    debug
+        .split("provider_name: \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map_or_else(
+            || "the default credential chain".to_string(),
+            |p| format!("provider {p}"),
+        )
+}
+
+/// The two ways AssumeRole is refused across accounts, and the document fixing each.
+fn assume_role_fix(config: &Config, caller_arn: &str, error: &str) -> String {
+    let role = config.role.as_ref().expect("only called with a role");
+    let mut fix = String::new();
+    if error.contains("AccessDenied") {
+        let _ = writeln!(
+            fix,
+            "STS refused. Cross-account AssumeRole needs BOTH of these; one of them is missing or wrong:"
+        );
+        let _ = writeln!(
+            fix,
+            "  (a) Account B: {caller_arn} must be allowed sts:AssumeRole on {}",
+            role.arn
+        );
+        let _ = writeln!(
+            fix,
+            "  (b) Account A: the trust policy of {} must name {caller_arn}'s role",
+            role.arn
+        );
+        match &role.external_id {
+            Some(_) => {
+                let _ = writeln!(
+                    fix,
+                    "      and require exactly the ExternalId given with --external-id."
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    fix,
+                    "      (if it has an sts:ExternalId condition, pass --external-id)."
+                );
+            }
+        }
+    } else {
+        let _ = writeln!(
+            fix,
+            "STS could not be reached or failed; check --sts-endpoint / network access to STS."
+        );
+    }
+    if let Some(policies) = policies_for(config, caller_arn) {
+        let _ = write!(
+            fix,
+            "The documents that make it work:\n{}",
+            policies.to_text()
+        );
+    }
+    fix
+}
+
+/// The `policies` documents for this configuration, when the ARNs can be derived.
+fn policies_for(config: &Config, caller_arn: &str) -> Option<Policies> {
+    let role = config.role.as_ref()?;
+    let account_a = role.arn.split(':').nth(4)?;
+    let role_name = role.arn.rsplit('/').next()?;
+    let partition = role.arn.split(':').nth(1)?;
+    let workspace = config
+        .upstream
+        .path
+        .strip_prefix("/workspaces/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("ws-YOUR-WORKSPACE");
+    Policies::from_args(&PoliciesArgs {
+        source_role_arn: role_arn_of(caller_arn),
+        workspace_arn: format!(
+            "arn:{partition}:aps:{}:{account_a}:workspace/{workspace}",
+            config.region
+        ),
+        external_id: role.external_id.clone(),
+        role_name: role_name.to_string(),
+        format: "text".into(),
+    })
+    .ok()
+}
+
+/// `arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION` → `arn:aws:iam::ACCOUNT:role/NAME`; other
+/// ARNs unchanged.
+fn role_arn_of(caller_arn: &str) -> String {
+    let parts: Vec<&str> = caller_arn.splitn(6, ':').collect();
+    if parts.len() == 6 && parts[2] == "sts" {
+        if let Some(name) = parts[5]
+            .strip_prefix("assumed-role/")
+            .and_then(|r| r.split('/').next())
+        {
+            return format!("arn:{}:iam::{}:role/{name}", parts[1], parts[4]);
+        }
+    }
+    caller_arn.to_string()
+}
+
+async fn remote_write_step(config: &Config, creds: Credentials) -> Step {
+    let title = "signed remote-write to the workspace";
+    let client = match UpstreamClient::new(&config.upstream_ca_certs) {
+        Ok(c) => c,
+        Err(e) => return Step::fail(title, e.to_string(), "check --upstream-ca-file"),
+    };
+    // An empty WriteRequest, snappy-compressed: a valid request that writes nothing.
+    let body = match BufferedBody::read(Full::new(Bytes::from_static(&[0])), 1, |_| true).await {
+        Ok(b) => b,
+        Err(e) => return Step::fail(title, e.to_string(), "internal error"),
+    };
+    let mut req = crate::proxy::build_outbound(&config.upstream, &HeaderMap::new(), &body);
+    let signer = Signer::new(config.region.clone(), &config.upstream.path);
+    if let Err(e) = signer.sign(
+        &mut req,
+        &Arc::new(creds),
+        body.sha256_hex(),
+        SystemTime::now(),
+    ) {
+        return Step::fail(title, e.to_string(), "internal error");
+    }
+    let url = config.upstream.uri.to_string();
+    match client.send(req, config.upstream_timeout).await {
+        Ok(answer) if answer.status.is_success() => {
+            Step::pass(title, format!("{url} answered {}", answer.status.as_u16()))
+        }
+        Ok(answer) => {
+            let body = one_line(&String::from_utf8_lossy(&answer.body));
+            let detail = format!("{url} answered {}: {body}", answer.status.as_u16());
+            let fix = match answer.status.as_u16() {
+                403 if body.contains("ignature") => format!(
+                    "The workspace rejects the signature: check --region ({}) is the workspace's region.",
+                    config.region
+                ),
+                403 => {
+                    let mut fix = "The role is not allowed aps:RemoteWrite on this workspace: fix Account A's permission policy.\n".to_string();
+                    if let Some(p) =
+                        policies_for(config, "arn:aws:iam::ACCOUNT_B:role/account_b_role")
+                    {
+                        let _ = write!(
+                            fix,
+                            "It should be:\n{}",
+                            serde_json::to_string_pretty(&p.account_a_permission_policy)
+                                .unwrap_or_default()
+                        );
+                    }
+                    fix
+                }
+                404 => format!(
+                    "No such workspace: check the workspace ID in --upstream-url and the region ({}).",
+                    config.region
+                ),
+                _ => "Unexpected answer; see the body above.".to_string(),
+            };
+            Step::fail(title, detail, fix)
+        }
+        Err(e) => Step::fail(
+            title,
+            format!("{url}: {e}"),
+            "Check --upstream-url, DNS/VPC endpoint reachability and TLS (--upstream-ca-file).",
+        ),
+    }
+}
+
+/// The SDK's words for "never got an answer".
+fn is_unreachable(error: &str) -> bool {
+    error.contains("dispatch failure") || error.contains("timeout") || error.contains("timed out")
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assumed_role_arns_map_to_their_role() {
+        assert_eq!(
+            role_arn_of("arn:aws:sts::222222222222:assumed-role/account_b_role/i-0abc"),
+            "arn:aws:iam::222222222222:role/account_b_role"
+        );
+        assert_eq!(
+            role_arn_of("arn:aws:iam::222222222222:user/bob"),
+            "arn:aws:iam::222222222222:user/bob"
+        );
+    }
+
+    #[test]
+    fn the_provider_name_is_read_without_the_secret() {
+        let c = Credentials::new("AKID", "very-secret", None, None, "Environment");
+        assert_eq!(provider_of(&c), "provider Environment");
+    }
+
+    #[test]
+    fn steps_render_with_marks_and_indented_fixes() {
+        let s = Step::fail("t", "d", "line one\nline two").render();
+        assert_eq!(s, "✗ t: d\n    line one\n    line two\n");
+        assert_eq!(Step::pass("t", "d").render(), "✓ t: d\n");
+    }
+}

@@ -10,6 +10,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use tokio::task::JoinHandle;
 use tower::Layer;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::credentials::{Clock, CredentialCache, CredentialRefresher, SystemClock};
 use crate::metrics::{Metrics, RequestMetrics, RequestMetricsLayer};
@@ -43,11 +44,15 @@ pub struct App {
     /// Set by the server when shutdown begins (readiness turns 503).
     pub draining: Arc<AtomicBool>,
     refresher: JoinHandle<()>,
+    auth_reloader: Option<JoinHandle<()>>,
 }
 
 impl Drop for App {
     fn drop(&mut self) {
         self.refresher.abort();
+        if let Some(task) = &self.auth_reloader {
+            task.abort();
+        }
     }
 }
 
@@ -77,6 +82,11 @@ impl App {
         let refresher =
             CredentialRefresher::new(provider, credentials.clone(), metrics.clone(), description)
                 .spawn();
+        let auth = match &config.inbound_auth {
+            None => None,
+            Some(inbound) => Some(Arc::new(Authenticator::new(inbound).map_err(BuildError)?)),
+        };
+        let auth_reloader = auth.clone().map(Authenticator::spawn_reloader);
         let client = UpstreamClient::new(&config.upstream_ca_certs)
             .map_err(|e| BuildError(e.to_string()))?;
         let proxy = Proxy::new(Shared {
@@ -91,6 +101,7 @@ impl App {
             retry_deadline: config.retry_deadline,
             throttle_status: config.throttle_status,
             draining: draining.clone(),
+            auth,
             limits: Limits::new(
                 config.max_in_flight_requests,
                 config.max_in_flight_bytes,
@@ -104,6 +115,7 @@ impl App {
             metrics,
             draining,
             refresher,
+            auth_reloader,
         })
     }
 }

@@ -146,6 +146,21 @@ pub struct Cli {
     /// Time a client has to send a request's whole body. Exceeded → 503 (retryable).
     #[arg(long, env = "AMP_RW_PROXY_CLIENT_BODY_TIMEOUT", default_value = "30s")]
     pub client_body_timeout: String,
+
+    /// Require `Authorization: Bearer <token>` from senders, the token read from this file
+    /// (re-read within seconds when it changes, e.g. a rotated Kubernetes Secret). Prometheus:
+    /// `authorization: {credentials_file: ...}`. Health and /metrics stay open.
+    #[arg(long, env = "AMP_RW_PROXY_INBOUND_BEARER_TOKEN_FILE")]
+    pub inbound_bearer_token_file: Option<PathBuf>,
+
+    /// Require HTTP basic auth from senders with this user name (with
+    /// --inbound-basic-auth-password-file). Prometheus: `basic_auth: {username, password_file}`.
+    #[arg(long, env = "AMP_RW_PROXY_INBOUND_BASIC_AUTH_USER")]
+    pub inbound_basic_auth_user: Option<String>,
+
+    /// File holding the basic-auth password (re-read within seconds when it changes).
+    #[arg(long, env = "AMP_RW_PROXY_INBOUND_BASIC_AUTH_PASSWORD_FILE")]
+    pub inbound_basic_auth_password_file: Option<PathBuf>,
 }
 
 /// Output format of the logs.
@@ -196,6 +211,25 @@ pub struct Config {
     pub client_header_timeout: Duration,
     /// Body read timeout.
     pub client_body_timeout: Duration,
+    /// Inbound authentication, if required.
+    pub inbound_auth: Option<InboundAuth>,
+}
+
+/// How senders must authenticate to the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundAuth {
+    /// `Authorization: Bearer <contents of the file>`.
+    Bearer {
+        /// The token file.
+        token_file: PathBuf,
+    },
+    /// `Authorization: Basic base64(user:password)`.
+    Basic {
+        /// The user name.
+        user: String,
+        /// The password file.
+        password_file: PathBuf,
+    },
 }
 
 /// The role assumed in the workspace's account.
@@ -446,6 +480,8 @@ impl Config {
             ));
         }
 
+        let inbound_auth = errors.check(inbound_auth(cli));
+
         if !errors.0.is_empty() {
             return Err(ConfigErrors(errors.0));
         }
@@ -475,7 +511,46 @@ impl Config {
             max_in_flight_bytes: max_in_flight_bytes.expect("validated"),
             client_header_timeout: client_header_timeout.expect("validated"),
             client_body_timeout: client_body_timeout.expect("validated"),
+            inbound_auth: inbound_auth.expect("validated"),
         })
+    }
+}
+
+fn inbound_auth(cli: &Cli) -> Result<Option<InboundAuth>, String> {
+    let user = non_empty(&cli.inbound_basic_auth_user);
+    match (
+        &cli.inbound_bearer_token_file,
+        user,
+        &cli.inbound_basic_auth_password_file,
+    ) {
+        (None, None, None) => Ok(None),
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(
+            "--inbound-bearer-token-file and --inbound-basic-auth-* are exclusive: choose one"
+                .to_string(),
+        ),
+        (Some(file), None, None) => {
+            crate::auth::read_secret_file(file)
+                .map_err(|e| format!("--inbound-bearer-token-file {}: {e}", file.display()))?;
+            Ok(Some(InboundAuth::Bearer {
+                token_file: file.clone(),
+            }))
+        }
+        (None, Some(user), Some(file)) => {
+            if user.contains(':') {
+                return Err("--inbound-basic-auth-user must not contain ':'".to_string());
+            }
+            crate::auth::read_secret_file(file).map_err(|e| {
+                format!("--inbound-basic-auth-password-file {}: {e}", file.display())
+            })?;
+            Ok(Some(InboundAuth::Basic {
+                user: user.to_string(),
+                password_file: file.clone(),
+            }))
+        }
+        _ => Err(
+            "--inbound-basic-auth-user and --inbound-basic-auth-password-file go together"
+                .to_string(),
+        ),
     }
 }
 
@@ -959,6 +1034,57 @@ mod tests {
         ] {
             assert!(all.contains(flag), "no error for {flag} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn inbound_auth_flags_are_checked() {
+        let dir =
+            std::env::temp_dir().join(format!("amp-rw-proxy-cfg-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "t0ken").unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let t = token.to_str().unwrap();
+        let ok = Config::from_cli(
+            &cli(&["--upstream-url", URL, "--inbound-bearer-token-file", t]),
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.inbound_auth,
+            Some(InboundAuth::Bearer {
+                token_file: token.clone()
+            })
+        );
+        let cases: Vec<Vec<&str>> = vec![
+            vec!["--inbound-bearer-token-file", empty.to_str().unwrap()],
+            vec!["--inbound-bearer-token-file", "/nonexistent/token"],
+            vec![
+                "--inbound-bearer-token-file",
+                t,
+                "--inbound-basic-auth-user",
+                "u",
+            ],
+            vec!["--inbound-basic-auth-user", "u"],
+            vec![
+                "--inbound-basic-auth-user",
+                "a:b",
+                "--inbound-basic-auth-password-file",
+                t,
+            ],
+        ];
+        for extra in cases {
+            let mut args = vec!["--upstream-url", URL];
+            args.extend(&extra);
+            let errs = Config::from_cli(&cli(&args), &env()).unwrap_err();
+            assert!(
+                errs.0.iter().any(|e| e.contains("--inbound")),
+                "{extra:?}: {errs}"
+            );
+            assert!(!errs.to_string().contains("t0ken"), "secret in the error");
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
 /// Everything that can go wrong handling a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// Inbound authentication required and missing or wrong.
+    #[error("authentication required")]
+    Unauthorized {
+        /// `WWW-Authenticate` challenge.
+        challenge: &'static str,
+    },
     /// Unknown path.
     #[error("not found: remote-write is accepted on {0}")]
     NotFound(String),
@@ -89,6 +95,7 @@ impl ProxyError {
     /// The status code sent for this error.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -139,6 +146,12 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { allow, .. } => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
+            ProxyError::Unauthorized { challenge } => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
             _ => {}
         }
         resp
@@ -154,6 +167,12 @@ mod tests {
         let d = Duration::from_secs(1);
         let table: Vec<(ProxyError, u16)> = vec![
             (ProxyError::NotFound("/api/v1/write".into()), 404),
+            (
+                ProxyError::Unauthorized {
+                    challenge: "Bearer",
+                },
+                401,
+            ),
             (
                 ProxyError::MethodNotAllowed {
                     method: http::Method::GET,

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod auth;
 pub mod body;
 pub mod check;
 pub mod cli;

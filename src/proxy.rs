@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body::Body;
 use http_body_util::Full;
 
+use crate::auth::Authenticator;
 use crate::body::{BodyError, BufferedBody, OutboundBody};
 use crate::config::UpstreamTarget;
 use crate::credentials::{Clock, CredentialCache};
@@ -93,6 +94,8 @@ pub struct Shared {
     /// Set once shutdown has begun: unready, and HTTP/1 connections are closed after each
     /// response so senders reconnect to another instance.
     pub draining: Arc<AtomicBool>,
+    /// Inbound authentication for everything but health checks and /metrics.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// Admission control: what the proxy holds at once.
@@ -190,6 +193,15 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    if let Some(auth) = &shared.auth {
+        if matches!(route, Route::Write(_) | Route::Unmatched) && !auth.is_authorized(req.headers())
+        {
+            return Err(ProxyError::Unauthorized {
+                challenge: auth.challenge(),
+            }
+            .into());
+        }
+    }
     let method = req.method().clone();
     let read_only = method == Method::GET || method == Method::HEAD;
     match route {
@@ -599,6 +611,10 @@ fn log_failure(route: Route, failure: &Failure) {
     match err {
         ProxyError::NotFound(_) | ProxyError::MethodNotAllowed { .. } => {
             tracing::debug!(path = route.label(), status, reason = %err, "request refused")
+        }
+        // Visible by default (a sender with the wrong token loses data), but not a warning.
+        ProxyError::Unauthorized { .. } => {
+            tracing::info!(path = route.label(), status, reason = %err, "request refused")
         }
         _ => {
             tracing::warn!(path = route.label(), status, reason = %err, upstream_latency_ms, "request failed")

@@ -266,6 +266,13 @@ pub enum Role<'a> {
         extra_targets: &'a [SocketAddr],
         rw2: bool,
     },
+    /// As `Sender` (RW 1.0), with these YAML lines added to its `remote_write` entry (e.g.
+    /// `authorization:` / `basic_auth:` / `tls_config:`), each indented by four spaces.
+    SenderWith {
+        url: &'a str,
+        extra_targets: &'a [SocketAddr],
+        remote_write_yaml: &'a str,
+    },
 }
 
 impl Prometheus {
@@ -275,17 +282,30 @@ impl Prometheus {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config = match &role {
             Role::Receiver { .. } => "global:\n  scrape_interval: 15s\n".to_string(),
-            Role::Sender {
-                url,
-                extra_targets,
-                rw2,
-            } => {
-                let extra: Vec<String> = extra_targets.iter().map(|a| format!("'{a}'")).collect();
-                let message = if *rw2 {
-                    "\n    protobuf_message: io.prometheus.write.v2.Request"
-                } else {
-                    ""
+            Role::Sender { .. } | Role::SenderWith { .. } => {
+                let (url, extra_targets, rw2, more) = match &role {
+                    Role::Sender {
+                        url,
+                        extra_targets,
+                        rw2,
+                    } => (*url, *extra_targets, *rw2, ""),
+                    Role::SenderWith {
+                        url,
+                        extra_targets,
+                        remote_write_yaml,
+                    } => (*url, *extra_targets, false, *remote_write_yaml),
+                    Role::Receiver { .. } => unreachable!(),
                 };
+                let extra: Vec<String> = extra_targets.iter().map(|a| format!("'{a}'")).collect();
+                let mut message = if rw2 {
+                    "\n    protobuf_message: io.prometheus.write.v2.Request".to_string()
+                } else {
+                    String::new()
+                };
+                for line in more.lines() {
+                    message.push_str("\n    ");
+                    message.push_str(line);
+                }
                 format!(
                     "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
                      scrape_configs:\n  - job_name: sender\n    static_configs: [{{targets: ['{addr}']}}]\n  \
@@ -318,7 +338,7 @@ impl Prometheus {
                 }
                 "prometheus-receiver"
             }
-            Role::Sender { .. } => "prometheus-sender",
+            Role::Sender { .. } | Role::SenderWith { .. } => "prometheus-sender",
         };
         let proc = Proc::spawn(name, cmd);
         Self {
@@ -522,24 +542,37 @@ impl Proxy {
     /// Runs the real binary with B's base credentials in the environment (the SDK default chain)
     /// and `listen` (`127.0.0.1:0` for a fresh port).
     pub fn start(moto: &Moto, standin: &StandIn, external_id: &str, listen: &str) -> Self {
+        Self::start_with(moto, standin, external_id, listen, &[])
+    }
+
+    /// [`Proxy::start`] with extra flags.
+    pub fn start_with(
+        moto: &Moto,
+        standin: &StandIn,
+        external_id: &str,
+        listen: &str,
+        extra: &[&str],
+    ) -> Self {
         let url = standin.url();
+        let mut args = vec![
+            "--listen",
+            listen,
+            "--upstream-url",
+            &url,
+            "--region",
+            "us-east-1",
+            "--role-arn",
+            &moto.role_arn,
+            "--external-id",
+            external_id,
+            "--sts-endpoint",
+            &moto.url,
+        ];
+        args.extend_from_slice(extra);
         Self::spawn(
             (&moto.access_key_id, &moto.secret_access_key),
             &[("AMP_RW_PROXY_DRAIN_DELAY", "100ms")],
-            &[
-                "--listen",
-                listen,
-                "--upstream-url",
-                &url,
-                "--region",
-                "us-east-1",
-                "--role-arn",
-                &moto.role_arn,
-                "--external-id",
-                external_id,
-                "--sts-endpoint",
-                &moto.url,
-            ],
+            &args,
         )
     }
 

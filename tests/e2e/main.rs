@@ -342,3 +342,47 @@ async fn check_passes_against_moto_and_the_botocore_verifier_and_explains_a_wron
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_authenticates_to_the_proxy_with_a_bearer_token_file() {
+    let peers = Peers::find();
+    let moto = Moto::start(&peers, EXTERNAL_ID);
+    let receiver = Prometheus::start(&peers.prometheus, Role::Receiver { rw2: false });
+    receiver.wait_ready().await;
+    let standin = StandIn::start(&peers, &moto, &receiver, 0, false);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "e2e-inbound-token\n").unwrap();
+    let proxy = Proxy::start_with(
+        &moto,
+        &standin,
+        EXTERNAL_ID,
+        "127.0.0.1:0",
+        &["--inbound-bearer-token-file", token.to_str().unwrap()],
+    );
+    proxy.wait_ready().await;
+    let url = proxy.url("/api/v1/write");
+    let yaml = format!("authorization:\n  credentials_file: {}", token.display());
+    let sender = Prometheus::start(
+        &peers.prometheus,
+        Role::SenderWith {
+            url: &url,
+            extra_targets: &[proxy.addr],
+            remote_write_yaml: &yaml,
+        },
+    );
+    sender.wait_ready().await;
+    wait_for_series(&receiver).await;
+    assert_sender_lost_nothing(&sender).await;
+    let metrics = common::get(&proxy.url("/metrics")).await.text();
+    assert!(!metrics.contains(r#"code="401""#), "{metrics}");
+    // The token did not travel upstream: the stand-in saw only SigV4.
+    let stats = standin.stats().await;
+    assert!(
+        stats["last_headers"]["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256")
+    );
+    assert_eq!(stats["rejected"], 0);
+}

@@ -26,6 +26,7 @@ impl App {
             drain_delay: config.drain_delay,
             grace: config.shutdown_grace,
             draining: self.draining.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -45,12 +46,18 @@ pub struct App {
     pub draining: Arc<AtomicBool>,
     refresher: JoinHandle<()>,
     auth_reloader: Option<JoinHandle<()>>,
+    /// Inbound TLS, if configured.
+    pub tls: Option<Arc<crate::tls::TlsConfig>>,
+    tls_reloader: Option<JoinHandle<()>>,
 }
 
 impl Drop for App {
     fn drop(&mut self) {
         self.refresher.abort();
-        if let Some(task) = &self.auth_reloader {
+        for task in [&self.auth_reloader, &self.tls_reloader]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }
@@ -87,6 +94,13 @@ impl App {
             Some(inbound) => Some(Arc::new(Authenticator::new(inbound).map_err(BuildError)?)),
         };
         let auth_reloader = auth.clone().map(Authenticator::spawn_reloader);
+        let tls = match &config.tls {
+            None => None,
+            Some(files) => Some(Arc::new(
+                crate::tls::TlsConfig::load(files).map_err(BuildError)?,
+            )),
+        };
+        let tls_reloader = tls.clone().map(crate::tls::TlsConfig::spawn_reloader);
         let client = UpstreamClient::new(&config.upstream_ca_certs)
             .map_err(|e| BuildError(e.to_string()))?;
         let proxy = Proxy::new(Shared {
@@ -116,6 +130,8 @@ impl App {
             draining,
             refresher,
             auth_reloader,
+            tls,
+            tls_reloader,
         })
     }
 }

@@ -161,6 +161,18 @@ pub struct Cli {
     /// File holding the basic-auth password (re-read within seconds when it changes).
     #[arg(long, env = "AMP_RW_PROXY_INBOUND_BASIC_AUTH_PASSWORD_FILE")]
     pub inbound_basic_auth_password_file: Option<PathBuf>,
+
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key-file). Re-read when it changes.
+    #[arg(long, env = "AMP_RW_PROXY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file. Re-read when it changes.
+    #[arg(long, env = "AMP_RW_PROXY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Require client certificates signed by this PEM CA bundle (mutual TLS).
+    #[arg(long, env = "AMP_RW_PROXY_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 /// Output format of the logs.
@@ -213,6 +225,8 @@ pub struct Config {
     pub client_body_timeout: Duration,
     /// Inbound authentication, if required.
     pub inbound_auth: Option<InboundAuth>,
+    /// Inbound TLS, if enabled.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// How senders must authenticate to the proxy.
@@ -481,6 +495,18 @@ impl Config {
         }
 
         let inbound_auth = errors.check(inbound_auth(cli));
+        let tls = errors.check(match (&cli.tls_cert_file, &cli.tls_key_file, &cli.tls_client_ca_file) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), client_ca) => {
+                let files = crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: client_ca.clone(),
+                };
+                crate::tls::build(&files).map(|_| Some(files))
+            }
+            _ => Err("--tls-cert-file and --tls-key-file go together (and --tls-client-ca-file needs both)".to_string()),
+        });
 
         if !errors.0.is_empty() {
             return Err(ConfigErrors(errors.0));
@@ -512,6 +538,7 @@ impl Config {
             client_header_timeout: client_header_timeout.expect("validated"),
             client_body_timeout: client_body_timeout.expect("validated"),
             inbound_auth: inbound_auth.expect("validated"),
+            tls: tls.expect("validated"),
         })
     }
 }

@@ -26,6 +26,7 @@ pub mod retry;
 pub mod server;
 pub mod signing;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 use aws_config::meta::region::RegionProviderChain;

@@ -80,6 +80,8 @@ async fn run(config: Config) -> ExitCode {
         upstream_path = %config.upstream.path,
         region = %config.region,
         role_arn = config.role.as_ref().map_or("none (base credentials)", |r| r.arn.as_str()),
+        tls = config.tls.is_some(),
+        inbound_auth = config.inbound_auth.is_some(),
         version = env!("CARGO_PKG_VERSION"),
         "amp-rw-proxy listening"
     );

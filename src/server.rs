@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// Set when shutdown starts; the proxy reports unready and closes kept-alive connections.
     pub draining: Arc<AtomicBool>,
+    /// Serve HTTPS with this (reloadable) configuration.
+    pub tls: Option<Arc<crate::tls::TlsConfig>>,
 }
 
 /// How the drain ended.
@@ -88,7 +90,7 @@ where
                         continue;
                     }
                 };
-                spawn_connection(&builder, &graceful, stream, peer, service.clone());
+                spawn_connection(&builder, &graceful, &options, stream, peer, service.clone());
             }
             () = &mut shutdown, if !draining => {
                 draining = true;
@@ -108,7 +110,9 @@ where
         tokio::select! {
             biased;
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => spawn_connection(&builder, &graceful, stream, peer, service.clone()),
+                Ok((stream, peer)) => {
+                    spawn_connection(&builder, &graceful, &options, stream, peer, service.clone())
+                }
                 Err(_) => break,
             },
             () = tokio::task::yield_now() => break,
@@ -129,6 +133,7 @@ where
 fn spawn_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
+    options: &ServeOptions,
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     service: S,
@@ -141,12 +146,42 @@ fn spawn_connection<S>(
     S::Future: Send + 'static,
 {
     let _ = stream.set_nodelay(true);
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-        .into_owned();
-    let conn = graceful.watch(conn);
+    let builder = builder.clone();
+    let watcher = graceful.watcher();
+    let service = TowerToHyperService::new(service);
+    let tls = options
+        .tls
+        .as_ref()
+        .map(|t| (t.current(), options.header_timeout));
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let result = match tls {
+            None => {
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                watcher.watch(conn).await
+            }
+            Some((config, handshake_timeout)) => {
+                // The handshake runs here, not in the accept loop, and is bounded like headers.
+                let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                let tls_stream = match tokio::time::timeout(handshake_timeout, accept).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let conn = builder
+                    .serve_connection(TokioIo::new(tls_stream), service)
+                    .into_owned();
+                watcher.watch(conn).await
+            }
+        };
+        if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "connection ended with error");
         }
     });

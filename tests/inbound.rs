@@ -136,3 +136,126 @@ async fn basic_auth_guards_writes() {
         StatusCode::NO_CONTENT
     );
 }
+
+async fn https_write(
+    client: &hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<bytes::Bytes>,
+    >,
+    proxy: &ProxyUnderTest,
+) -> Result<(StatusCode, http::Version), String> {
+    let (_, body) = write_request(1);
+    let url = format!("https://localhost:{}/api/v1/write", proxy.addr.port());
+    let req = prometheus_post(&url).body(Full::new(body)).unwrap();
+    client
+        .request(req)
+        .await
+        .map(|r| (r.status(), r.version()))
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[tokio::test]
+async fn inbound_tls_with_client_certificates_and_rotation() {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    let pki = Pki::new("first");
+    let (cert, key) = pki.issue("server");
+    let (client_cert, client_key) = pki.issue("client");
+    let ca = pki.path("ca.pem");
+    let proxy = ProxyUnderTest::start_with(
+        &sts,
+        &amp,
+        &[
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-client-ca-file",
+            &ca,
+        ],
+    )
+    .await;
+    // Plain HTTP to a TLS port gets no answer.
+    let resp = raw_exchange(
+        proxy.addr,
+        b"GET /-/healthy HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(!resp.contains("200"), "{resp}");
+    // mTLS: with a certificate the CA issued, HTTP/2 by ALPN; without one, no handshake.
+    let trusted = pki.client(Some((&client_cert, &client_key)));
+    let (status, version) = https_write(&trusted, &proxy).await.unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(version, http::Version::HTTP_2);
+    assert!(
+        https_write(&pki.client(None), &proxy).await.is_err(),
+        "no client certificate, no service"
+    );
+    let stranger = Pki::new("stranger");
+    let (sc, sk) = stranger.issue("client");
+    assert!(
+        https_write(&pki.client(Some((&sc, &sk))), &proxy)
+            .await
+            .is_err(),
+        "certificate from another CA"
+    );
+
+    // Rotation: a certificate from a new CA is served within seconds, no restart.
+    let next = Pki::new("second");
+    let (next_cert, next_key) = next.issue("server");
+    std::fs::copy(&next_key, &key).unwrap();
+    std::fs::copy(&next_cert, &cert).unwrap();
+    let fresh = next.client(Some((&client_cert, &client_key)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while https_write(&fresh, &proxy).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new certificate never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(amp.received().len(), 2);
+}
+
+#[tokio::test]
+async fn tls_configuration_errors_are_config_errors() {
+    let pki = Pki::new("x");
+    let (cert, _key) = pki.issue("server");
+    let (_, other_key) = pki.issue("other");
+    use clap::Parser;
+    let env = amp_rw_proxy::config::Environment {
+        aws_region: None,
+        hostname: "h".into(),
+    };
+    for args in [
+        vec!["--tls-cert-file", cert.as_str()],
+        vec![
+            "--tls-cert-file",
+            cert.as_str(),
+            "--tls-key-file",
+            other_key.as_str(),
+        ],
+        vec![
+            "--tls-cert-file",
+            "/nonexistent.pem",
+            "--tls-key-file",
+            other_key.as_str(),
+        ],
+    ] {
+        let mut all = vec![
+            "amp-rw-proxy",
+            "--upstream-url",
+            "http://127.0.0.1:1/x",
+            "--region",
+            REGION,
+        ];
+        all.extend(&args);
+        let cli = amp_rw_proxy::config::Cli::try_parse_from(all).unwrap();
+        let errs = amp_rw_proxy::config::Config::from_cli(&cli, &env).unwrap_err();
+        assert!(
+            errs.0.iter().any(|e| e.contains("--tls")),
+            "{args:?}: {errs}"
+        );
+    }
+}

@@ -307,7 +307,10 @@ async fn startup_line_names_upstream_region_and_role_without_secrets() {
     let sts = StsStandIn::start().await;
     let amp = AmpStandIn::start().await;
     let (sts_url, amp_url) = (sts.url(), amp.url());
-    let mut proxy = spawn(command(&proxy_env(&sts_url, &amp_url)));
+    // Also the single-threaded runtime `--worker-threads 1` selects.
+    let mut env = proxy_env(&sts_url, &amp_url);
+    env.push(("AMP_RW_PROXY_WORKER_THREADS", "1"));
+    let mut proxy = spawn(command(&env));
     wait_ready(&proxy).await;
     let logs = proxy.logs();
     let line = logs

@@ -105,7 +105,7 @@ async fn an_outage_is_retried_until_the_deadline_then_answered_retryably() {
         "the last retryable status"
     );
     assert!(
-        took < Duration::from_millis(2500),
+        took < Duration::from_secs(5),
         "bounded by the deadline: {took:?}"
     );
     assert!(amp.count() >= 3, "{} attempts in 1.5 s", amp.count());
@@ -184,7 +184,7 @@ async fn over_the_in_flight_limits_requests_get_503_at_once() {
     let sts = StsStandIn::start().await;
     let amp = AmpStandIn::start().await;
     amp.set_reply(Reply {
-        delay: Duration::from_millis(800),
+        delay: Duration::from_secs(3),
         ..Reply::default()
     });
     let proxy = ProxyUnderTest::start_with(&sts, &amp, &["--max-in-flight-requests", "2"]).await;
@@ -205,7 +205,7 @@ async fn over_the_in_flight_limits_requests_get_503_at_once() {
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(a.headers["retry-after"], "1");
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        started.elapsed() < Duration::from_millis(1500),
         "answered at once"
     );
     assert!(a.text().contains("overloaded"));
@@ -276,7 +276,10 @@ async fn a_client_that_stalls_mid_body_gets_503_and_the_proxy_moves_on() {
     let resp = raw_exchange(proxy.addr, stalled, Duration::from_secs(5)).await;
     assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
     assert!(resp.contains("--client-body-timeout"));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not the 30 s default"
+    );
     assert_eq!(amp.count(), 0, "nothing half-received is forwarded");
 }
 
@@ -294,7 +297,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     .await;
     let took = started.elapsed();
     assert!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(5),
         "closed after the header timeout, not {took:?}"
     );
     assert!(!resp.contains("204"), "{resp}");
@@ -308,7 +311,7 @@ async fn drain_turns_unready_at_once_keeps_accepting_briefly_then_refuses() {
     let mut proxy = ProxyUnderTest::start_with(
         &sts,
         &amp,
-        &["--drain-delay", "1s", "--shutdown-grace", "5s"],
+        &["--drain-delay", "3s", "--shutdown-grace", "10s"],
     )
     .await;
     proxy.wait_ready(READY).await;
@@ -329,11 +332,14 @@ async fn drain_turns_unready_at_once_keeps_accepting_briefly_then_refuses() {
     let a = write(&proxy.url("/api/v1/write"), body).await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     assert_eq!(a.headers["connection"], "close");
-    assert!(signalled.elapsed() < Duration::from_secs(1));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "answered within the drain delay"
+    );
     let drain = (&mut proxy.served).await.unwrap();
     assert_eq!(drain, amp_rw_proxy::server::Drain::Complete);
     assert!(
-        signalled.elapsed() >= Duration::from_secs(1),
+        signalled.elapsed() >= Duration::from_secs(3),
         "listener open for the drain delay"
     );
     assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());

@@ -27,6 +27,7 @@ impl App {
             grace: config.shutdown_grace,
             draining: self.draining.clone(),
             tls: self.tls.clone(),
+            in_flight: self.metrics.in_flight.clone(),
         }
     }
 }

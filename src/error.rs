@@ -70,8 +70,9 @@ pub enum ProxyError {
     /// of `--retry-deadline`).
     #[error("upstream did not answer within {0:?} (--upstream-timeout / --retry-deadline)")]
     UpstreamTimeout(Duration),
-    /// The upstream kept throttling past `--retry-deadline`; answered as `--throttle-status`.
-    #[error("upstream is throttling: {detail}")]
+    /// The upstream kept throttling (or timing out with 408) past `--retry-deadline`; answered
+    /// as `--throttle-status` (throttling) or 503 (408), with `Retry-After`.
+    #[error("upstream is throttling or busy: {detail}")]
     Throttled {
         /// 503 (default) or 429.
         status: StatusCode,

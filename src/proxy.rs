@@ -30,6 +30,8 @@ use tokio::sync::Semaphore;
 
 /// Paths remote-write is accepted on, besides the upstream URL's own path.
 pub const WRITE_PATHS: [&str; 2] = ["/api/v1/write", "/api/v1/remote_write"];
+/// Shortest time worth starting an upstream attempt with (capped at a quarter of the deadline).
+const MIN_ATTEMPT_TIME: Duration = Duration::from_secs(1);
 /// Appended to the sender's `User-Agent`.
 pub const USER_AGENT_SUFFIX: &str = concat!("amp-rw-proxy/", env!("CARGO_PKG_VERSION"));
 
@@ -269,6 +271,9 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    // The retry deadline counts from the request's arrival: the sender's own timeout (30 s
+    // remote_timeout in Prometheus) includes the time it spent sending the body.
+    let deadline = Instant::now() + shared.retry_deadline;
     let (parts, body) = req.into_parts();
     check_request_headers(&parts.headers)?;
     let declared = declared_length(&parts.headers)?;
@@ -335,7 +340,7 @@ where
         })?;
     shared.metrics.request_bytes.inc_by(body.len());
     let started = Instant::now();
-    send_with_retries(shared, route, &parts.headers, &body)
+    send_with_retries(shared, route, &parts.headers, &body, deadline)
         .await
         .map_err(|error| Failure {
             error,
@@ -351,8 +356,11 @@ async fn send_with_retries(
     route: Route,
     inbound: &HeaderMap,
     body: &BufferedBody,
+    deadline: Instant,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let deadline = Instant::now() + shared.retry_deadline;
+    // An attempt needs some time to be worth making: a last attempt with milliseconds left
+    // would only turn a meaningful answer (429 + Retry-After) into a timeout.
+    let min_attempt = MIN_ATTEMPT_TIME.min(shared.retry_deadline / 4);
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
@@ -389,7 +397,10 @@ async fn send_with_retries(
             shared.credentials.request_refresh();
         }
         let wait = retry::backoff(attempt, fastrand::f64(), not_before);
-        if Instant::now() + wait >= deadline {
+        // Shutting down: no more attempts; the sender retries (elsewhere) from its WAL.
+        if Instant::now() + wait + min_attempt >= deadline
+            || shared.draining.load(Ordering::Relaxed)
+        {
             return give_up(shared, route, outcome, reason, wait, attempt);
         }
         shared
@@ -456,20 +467,29 @@ fn give_up(
             reason: reason.label(),
         })
         .inc();
+    let retry_after_secs = wait.as_secs_f64().ceil().max(1.0) as u64;
     match (reason, outcome) {
-        (RetryReason::Throttled, Ok(answer))
-            if shared.throttle_status != StatusCode::TOO_MANY_REQUESTS =>
-        {
-            Err(ProxyError::Throttled {
-                status: shared.throttle_status,
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-                detail: format!(
-                    "upstream {} after {attempts} attempts: {}",
-                    answer.status.as_u16(),
-                    one_line_snippet(&answer.body)
-                ),
-            })
-        }
+        // Throttling, whatever status carried it, becomes --throttle-status: 503 for a default
+        // Prometheus, 429 for senders with retry_on_http_429.
+        (RetryReason::Throttled, Ok(answer)) => Err(ProxyError::Throttled {
+            status: shared.throttle_status,
+            retry_after_secs,
+            detail: format!(
+                "upstream {} after {attempts} attempts: {}",
+                answer.status.as_u16(),
+                one_line_snippet(&answer.body)
+            ),
+        }),
+        // An upstream 408 is retryable, but Prometheus drops every 4xx: answer 503.
+        (RetryReason::Timeout, Ok(answer)) => Err(ProxyError::Throttled {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            retry_after_secs,
+            detail: format!(
+                "upstream {} after {attempts} attempts: {}",
+                answer.status.as_u16(),
+                one_line_snippet(&answer.body)
+            ),
+        }),
         (RetryReason::ExpiredCredentials, Ok(answer)) => {
             Err(ProxyError::CredentialsUnavailable(format!(
                 "upstream rejected our security token as expired: {}",

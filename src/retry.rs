@@ -74,13 +74,20 @@ pub fn classify(outcome: &Result<UpstreamAnswer, ProxyError>, now: SystemTime) -
         Err(ProxyError::Upstream(_)) => return retry(RetryReason::Broken, None),
         Err(_) => return Verdict::Final,
     };
-    classify_status(answer.status, &answer.headers, &answer.body, now)
+    classify_status(
+        answer.status,
+        &answer.headers,
+        answer.error_type.as_deref(),
+        &answer.body,
+        now,
+    )
 }
 
 /// [`classify`] for an answer's parts.
 pub fn classify_status(
     status: StatusCode,
     headers: &HeaderMap,
+    error_type: Option<&str>,
     body: &[u8],
     now: SystemTime,
 ) -> Verdict {
@@ -88,10 +95,11 @@ pub fn classify_status(
     if status.is_success() || status.is_informational() {
         return Verdict::Final;
     }
-    if is_throttling_body(body) || status == StatusCode::TOO_MANY_REQUESTS {
+    let kind = aws_error_kind(error_type, body);
+    if kind == Some(AwsError::Throttling) || status == StatusCode::TOO_MANY_REQUESTS {
         return retry(RetryReason::Throttled, not_before);
     }
-    if status.is_client_error() && is_expired_token_body(body) {
+    if status.is_client_error() && kind == Some(AwsError::ExpiredToken) {
         return retry(RetryReason::ExpiredCredentials, not_before);
     }
     match status {
@@ -106,31 +114,62 @@ fn retry(reason: RetryReason, not_before: Option<Duration>) -> Verdict {
     Verdict::Retry { reason, not_before }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AwsError {
+    Throttling,
+    ExpiredToken,
 }
 
-/// AWS reports throttling as `ThrottlingException` / `Rate exceeded`, not always with a 429.
-fn is_throttling_body(body: &[u8]) -> bool {
-    contains(body, b"ThrottlingException") || contains(body, b"Rate exceeded")
+/// What AWS says went wrong — from the error *type* only (`x-amzn-ErrorType`, a JSON `__type`,
+/// or the message the body starts with), never from text anywhere in the body: a 400 quoting a
+/// rejected series that happens to contain "ThrottlingException" is still a final 400.
+fn aws_error_kind(error_type: Option<&str>, body: &[u8]) -> Option<AwsError> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]);
+    let json_type = text
+        .split_once("\"__type\"")
+        .and_then(|(_, rest)| rest.trim_start().strip_prefix(':'))
+        .and_then(|rest| rest.trim_start().strip_prefix('"'))
+        .and_then(|rest| rest.split('"').next())
+        // "com.amazonaws...#ThrottlingException" → the part after '#'.
+        .map(|t| t.rsplit('#').next().unwrap_or(t).to_string());
+    let leading = text.trim_start();
+    let of_type = |t: &str| match t {
+        "ThrottlingException" | "Throttling" | "TooManyRequestsException" => {
+            Some(AwsError::Throttling)
+        }
+        "ExpiredTokenException" | "ExpiredToken" => Some(AwsError::ExpiredToken),
+        _ => None,
+    };
+    error_type
+        .and_then(of_type)
+        .or_else(|| json_type.as_deref().and_then(of_type))
+        .or_else(|| {
+            if leading.starts_with("ThrottlingException") || leading.starts_with("Rate exceeded") {
+                Some(AwsError::Throttling)
+            } else if leading.starts_with("ExpiredToken")
+                || leading.starts_with("The security token included in the request is expired")
+            {
+                Some(AwsError::ExpiredToken)
+            } else {
+                None
+            }
+        })
 }
 
-/// `ExpiredTokenException` / "The security token included in the request is expired".
-fn is_expired_token_body(body: &[u8]) -> bool {
-    contains(body, b"ExpiredToken")
-        || contains(body, b"security token included in the request is expired")
-}
+/// Longest `Retry-After` honoured; larger values (or absurd ones) are capped.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// `Retry-After` as a wait from `now`: delay-seconds or an HTTP date (a date in the past is 0).
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let date = httpdate::parse_http_date(value).ok()?;
+            date.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Wait before attempt `attempt + 1` (`attempt` counts from 1): exponential from
@@ -164,6 +203,7 @@ mod tests {
             headers,
             body: Bytes::from(body.to_string()),
             latency: Duration::ZERO,
+            error_type: None,
         })
     }
 
@@ -217,6 +257,35 @@ mod tests {
                     "The security token included in the request is expired",
                 ),
                 retry(ExpiredCredentials, None),
+            ),
+            // A final 400 quoting a series that mentions throttling stays final.
+            (
+                answer(
+                    400,
+                    None,
+                    r#"out of order sample for series {error_code="ThrottlingException"}"#,
+                ),
+                Verdict::Final,
+            ),
+            (
+                answer(
+                    400,
+                    None,
+                    "series x: The security token included in the request is expired",
+                ),
+                Verdict::Final,
+            ),
+            (
+                answer(
+                    400,
+                    None,
+                    r#"{"__type":"com.amazonaws.aps#ThrottlingException","message":"x"}"#,
+                ),
+                retry(Throttled, None),
+            ),
+            (
+                answer(429, Some("18446744073709551615"), ""),
+                retry(Throttled, Some(MAX_RETRY_AFTER)),
             ),
             (answer(500, None, ""), retry(ServerError, None)),
             (answer(502, None, ""), retry(ServerError, None)),

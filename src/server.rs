@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub draining: Arc<AtomicBool>,
     /// Serve HTTPS with this (reloadable) configuration.
     pub tls: Option<Arc<crate::tls::TlsConfig>>,
+    /// Requests being handled (the drain waits for zero).
+    pub in_flight: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// How the drain ended.
@@ -105,7 +107,8 @@ where
         }
     }
     // Connections the kernel completed but we never accepted would be reset when the listener
-    // closes; take what is already queued and serve it (one request each: draining).
+    // closes; take what is already queued and serve it (one request each: draining). The wait
+    // below gives them time to deliver their request before anything is shut.
     loop {
         tokio::select! {
             biased;
@@ -124,11 +127,22 @@ where
         grace_secs = left.as_secs_f64(),
         "no longer accepting connections; draining in-flight requests"
     );
-    match tokio::time::timeout(left, graceful.shutdown()).await {
+    let deadline = tokio::time::Instant::now() + left;
+    // Telling connections to shut down cancels those that have not read a request yet, so
+    // first let just-accepted connections reach the service, then wait for every request in
+    // flight to be answered; only then close what is left (idle keep-alive connections).
+    tokio::time::sleep(SETTLE.min(left)).await;
+    while options.in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
         Ok(()) => Drain::Complete,
         Err(_) => Drain::TimedOut,
     }
 }
+
+/// Time after closing the listener for already-accepted connections to deliver their request.
+const SETTLE: Duration = Duration::from_millis(200);
 
 fn spawn_connection<S>(
     builder: &auto::Builder<TokioExecutor>,

@@ -46,6 +46,9 @@ pub struct UpstreamAnswer {
     pub body: Bytes,
     /// Time from sending to the complete (bounded) answer.
     pub latency: Duration,
+    /// The AWS error type (`x-amzn-ErrorType`, e.g. `ThrottlingException`), if given; used to
+    /// classify the answer, not relayed.
+    pub error_type: Option<String>,
 }
 
 impl UpstreamAnswer {
@@ -128,11 +131,18 @@ impl UpstreamClient {
                 headers.append(name.clone(), v.clone());
             }
         }
+        let error_type = parts
+            .headers
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            // "ThrottlingException:http://internal.amazon.com/coral/..." — the type is the first part.
+            .map(|v| v.split(':').next().unwrap_or(v).trim().to_string());
         Ok(UpstreamAnswer {
             status: parts.status,
             headers,
             body,
             latency: started.elapsed(),
+            error_type,
         })
     }
 }

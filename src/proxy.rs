@@ -469,6 +469,10 @@ fn give_up(
         .inc();
     let retry_after_secs = wait.as_secs_f64().ceil().max(1.0) as u64;
     match (reason, outcome) {
+        // With --throttle-status 429 an upstream 429 is relayed as it is.
+        (RetryReason::Throttled, Ok(answer)) if answer.status == shared.throttle_status => {
+            finish(route, Ok(answer), attempts)
+        }
         // Throttling, whatever status carried it, becomes --throttle-status: 503 for a default
         // Prometheus, 429 for senders with retry_on_http_429.
         (RetryReason::Throttled, Ok(answer)) => Err(ProxyError::Throttled {

@@ -57,6 +57,13 @@ async fn retryable_failures_are_retried_freshly_signed_until_they_succeed() {
         got.iter().all(|r| r.verdict.is_ok() && r.body == body),
         "every attempt signed, same body"
     );
+    // Backoffs add up to well over a second: attempts carry different x-amz-date values, so
+    // each was signed afresh (a reused signature would repeat the first date).
+    let dates: std::collections::BTreeSet<_> = got
+        .iter()
+        .map(|r| r.headers["x-amz-date"].clone())
+        .collect();
+    assert!(dates.len() > 1, "{dates:?}");
     let m = metrics(&proxy).await;
     for line in [
         r#"amp_rw_proxy_upstream_retries_total{reason="server_error"} 2"#,
@@ -393,4 +400,60 @@ async fn sts_outage_while_credentials_are_valid_fails_no_request() {
         m.contains(r#"amp_rw_proxy_credential_refreshes_total{result="failure"}"#),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn retryable_4xx_that_outlive_the_deadline_become_statuses_senders_retry() {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    // An upstream 408 would be dropped by Prometheus as a 4xx: 503 instead.
+    amp.set_reply(reply(408));
+    let proxy = ProxyUnderTest::start_with(&sts, &amp, &["--retry-deadline", "1s"]).await;
+    proxy.wait_ready(READY).await;
+    let (_, body) = write_request(1);
+    let a = write(&proxy.url("/api/v1/write"), body.clone()).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
+    assert!(a.headers.contains_key("retry-after"));
+    // Throttling reported in a 400 body, with --throttle-status 429: 429 for retry_on_http_429.
+    amp.set_reply(Reply {
+        status: 400,
+        body: r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+        ..Reply::default()
+    });
+    let proxy = ProxyUnderTest::start_with(
+        &sts,
+        &amp,
+        &["--retry-deadline", "1s", "--throttle-status", "429"],
+    )
+    .await;
+    proxy.wait_ready(READY).await;
+    let a = write(&proxy.url("/api/v1/write"), body.clone()).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text());
+    // A 400 that merely quotes the word stays a final 400, answered at once.
+    amp.set_reply(Reply {
+        status: 400,
+        body: r#"out of order sample for series {error="ThrottlingException"}"#,
+        ..Reply::default()
+    });
+    let before = amp.count();
+    let a = write(&proxy.url("/api/v1/write"), body).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(amp.count(), before + 1);
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_does_not_break_the_proxy() {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    amp.set_reply(Reply {
+        status: 429,
+        headers: vec![("retry-after", "18446744073709551615")],
+        ..Reply::default()
+    });
+    let proxy = ProxyUnderTest::start_with(&sts, &amp, &[]).await;
+    proxy.wait_ready(READY).await;
+    let (_, body) = write_request(1);
+    let a = write(&proxy.url("/api/v1/write"), body).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.headers["retry-after"], "3600", "capped");
 }

@@ -108,20 +108,18 @@ impl Authenticator {
     /// read keeps the previous secret in force (and says so in the log).
     pub fn spawn_reloader(self: Arc<Self>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let mut current = read_secret_file(&self.file).ok();
             loop {
                 tokio::time::sleep(RELOAD_INTERVAL).await;
                 match read_secret_file(&self.file) {
-                    Ok(secret) if current.as_deref() != Some(secret.as_str()) => {
-                        self.expected.store(Arc::new(expected_digest(
-                            self.scheme,
-                            &self.user,
-                            &secret,
-                        )));
-                        current = Some(secret);
-                        tracing::info!(file = %self.file.display(), "inbound credentials reloaded");
+                    // Compared with what is in force (not with an earlier read), so a change
+                    // between loading and this task's start is not missed.
+                    Ok(secret) => {
+                        let digest = expected_digest(self.scheme, &self.user, &secret);
+                        if digest.as_ref() != self.expected.load().as_ref().as_ref() {
+                            self.expected.store(Arc::new(digest));
+                            tracing::info!(file = %self.file.display(), "inbound credentials reloaded");
+                        }
                     }
-                    Ok(_) => {}
                     Err(e) => tracing::warn!(
                         file = %self.file.display(),
                         error = %e,
@@ -216,11 +214,12 @@ mod tests {
                 .contains("larger")
         );
         assert!(read_secret_file(Path::new("/nonexistent/token")).is_err());
+        // Errors never carry the file's contents.
         let err = Authenticator::new(&InboundAuth::Bearer {
-            token_file: file(""),
+            token_file: file(&"s3cr3t-".repeat(1000)),
         })
         .unwrap_err();
-        assert!(!err.contains("secret"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]

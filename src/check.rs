@@ -187,7 +187,7 @@ pub async fn run(config: &Config, sdk: &SdkConfig) -> Vec<Step> {
     };
 
     // 4. A signed, empty remote-write request.
-    steps.push(remote_write_step(config, signing_creds).await);
+    steps.push(remote_write_step(config, signing_creds, &caller).await);
     steps
 }
 
@@ -217,7 +217,8 @@ fn provider_of(creds: &Credentials) -> String {
         )
 }
 
-/// The two ways AssumeRole is refused across accounts, and the document fixing each.
+/// What an AssumeRole failure means, and how to fix it. Only AccessDenied is about the IAM
+/// documents; the other refusals have other causes and are named as such.
 fn assume_role_fix(config: &Config, caller_arn: &str, error: &str) -> String {
     let role = config.role.as_ref().expect("only called with a role");
     let mut fix = String::new();
@@ -250,17 +251,38 @@ fn assume_role_fix(config: &Config, caller_arn: &str, error: &str) -> String {
                 );
             }
         }
+        if let Some(policies) = policies_for(config, caller_arn) {
+            let _ = write!(
+                fix,
+                "The documents that make it work:\n{}",
+                policies.to_text()
+            );
+        }
+    } else if error.contains("DurationSeconds") || error.contains("MaxSessionDuration") {
+        let _ = writeln!(
+            fix,
+            "--session-duration ({:?}) exceeds the role's MaxSessionDuration: lower it, or raise the role's maximum.",
+            role.session_duration
+        );
+    } else if error.contains("InvalidClientTokenId") || error.contains("SignatureDoesNotMatch") {
+        let _ = writeln!(
+            fix,
+            "STS does not accept Account B's base credentials (wrong key or secret)."
+        );
+    } else if error.contains("RegionDisabled") {
+        let _ = writeln!(
+            fix,
+            "STS is not activated in this region for Account A: activate it (IAM > Account settings) or use another STS region/endpoint."
+        );
+    } else if is_unreachable(error) {
+        let _ = writeln!(
+            fix,
+            "STS could not be reached: check --sts-endpoint (or AWS_ENDPOINT_URL_STS) and the network path to STS."
+        );
     } else {
         let _ = writeln!(
             fix,
-            "STS could not be reached or failed; check --sts-endpoint / network access to STS."
-        );
-    }
-    if let Some(policies) = policies_for(config, caller_arn) {
-        let _ = write!(
-            fix,
-            "The documents that make it work:\n{}",
-            policies.to_text()
+            "STS refused for a reason other than permissions; see the error above."
         );
     }
     fix
@@ -306,7 +328,7 @@ fn role_arn_of(caller_arn: &str) -> String {
     caller_arn.to_string()
 }
 
-async fn remote_write_step(config: &Config, creds: Credentials) -> Step {
+async fn remote_write_step(config: &Config, creds: Credentials, caller_arn: &str) -> Step {
     let title = "signed remote-write to the workspace";
     let client = match UpstreamClient::new(&config.upstream_ca_certs) {
         Ok(c) => c,
@@ -336,15 +358,13 @@ async fn remote_write_step(config: &Config, creds: Credentials) -> Step {
             let body = one_line(&String::from_utf8_lossy(&answer.body));
             let detail = format!("{url} answered {}: {body}", answer.status.as_u16());
             let fix = match answer.status.as_u16() {
-                403 if body.contains("ignature") => format!(
+                403 if body.contains("ignature") || body.contains("scoped") => format!(
                     "The workspace rejects the signature: check --region ({}) is the workspace's region.",
                     config.region
                 ),
                 403 => {
                     let mut fix = "The role is not allowed aps:RemoteWrite on this workspace: fix Account A's permission policy.\n".to_string();
-                    if let Some(p) =
-                        policies_for(config, "arn:aws:iam::ACCOUNT_B:role/account_b_role")
-                    {
+                    if let Some(p) = policies_for(config, caller_arn) {
                         let _ = write!(
                             fix,
                             "It should be:\n{}",

@@ -241,6 +241,13 @@ where
                 "text/plain; charset=utf-8",
                 "ready\n".into(),
             ),
+            // With inbound authentication on, this open endpoint does not repeat STS's reason
+            // (it names roles and accounts); the log and authenticated writes carry it.
+            Err(_) if shared.auth.is_some() => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                "not ready: no valid AWS credentials (see the proxy's log)\n".into(),
+            ),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain; charset=utf-8",

@@ -33,15 +33,20 @@ pub struct TlsFiles {
 pub struct TlsConfig {
     files: TlsFiles,
     current: ArcSwap<ServerConfig>,
+    /// The file contents `current` was built from.
+    loaded: std::sync::Mutex<Vec<Option<Vec<u8>>>>,
 }
 
 impl TlsConfig {
     /// Loads and checks the files now.
     pub fn load(files: &TlsFiles) -> Result<Self, String> {
+        // Read the contents first: a change landing during the build is then seen as a change.
+        let loaded = snapshot(files);
         let config = build(files)?;
         Ok(Self {
             files: files.clone(),
             current: ArcSwap::from_pointee(config),
+            loaded: std::sync::Mutex::new(loaded),
         })
     }
 
@@ -54,7 +59,7 @@ impl TlsConfig {
     /// contents change.
     pub fn spawn_reloader(self: Arc<Self>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let mut seen = snapshot(&self.files);
+            let mut seen = self.loaded.lock().map(|l| l.clone()).unwrap_or_default();
             loop {
                 tokio::time::sleep(RELOAD_INTERVAL).await;
                 let now = snapshot(&self.files);

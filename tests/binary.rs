@@ -190,9 +190,17 @@ async fn secrets_stay_out_of_logs(format: &str) {
     let sts = StsStandIn::start().await;
     let amp = AmpStandIn::start().await;
     let (sts_url, amp_url) = (sts.url(), amp.url());
+    let token_file = std::env::temp_dir().join(format!(
+        "amp-rw-proxy-token-{}-{format}",
+        std::process::id()
+    ));
+    std::fs::write(&token_file, INBOUND_BEARER).unwrap();
+    let token_path = token_file.to_str().unwrap().to_string();
     let mut env = proxy_env(&sts_url, &amp_url);
     env.push(("RUST_LOG", "trace"));
     env.push(("AMP_RW_PROXY_LOG_FORMAT", format));
+    // Inbound authentication on, so the bearer token is actually checked (and must not leak).
+    env.push(("AMP_RW_PROXY_INBOUND_BEARER_TOKEN_FILE", &token_path));
     // Start with STS refusing, so the error path of the credential fetch is logged too.
     sts.set_deny(true);
     let mut proxy = spawn(command(&env));
@@ -209,17 +217,28 @@ async fn secrets_stay_out_of_logs(format: &str) {
         .header("authorization", format!("Bearer {INBOUND_BEARER}"))
         .body(Full::new(body.clone()))
         .unwrap();
-    assert_eq!(send(req).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        send(req).await.status,
+        StatusCode::NO_CONTENT,
+        "authenticated write"
+    );
+    // A wrong token is refused (and logged, without the token).
+    let wrong = prometheus_post(&proxy.url("/api/v1/write"))
+        .header("authorization", "Bearer not-the-token")
+        .body(Full::new(body.clone()))
+        .unwrap();
+    assert_eq!(send(wrong).await.status, StatusCode::UNAUTHORIZED);
     // A failing exchange too: error paths log more.
     amp.set_reply(Reply {
         status: 403,
         body: "The security token included in the request is invalid",
         ..Reply::default()
     });
-    assert_eq!(
-        write(&proxy.url("/api/v1/write"), body).await.status,
-        StatusCode::FORBIDDEN
-    );
+    let failing = prometheus_post(&proxy.url("/api/v1/write"))
+        .header("authorization", format!("Bearer {INBOUND_BEARER}"))
+        .body(Full::new(body))
+        .unwrap();
+    assert_eq!(send(failing).await.status, StatusCode::FORBIDDEN);
     let status = proxy.terminate();
     assert!(status.success(), "exit {status:?}");
 
@@ -477,6 +496,10 @@ async fn check_walks_the_chain_and_names_the_broken_link() {
             && out.contains("aps:RemoteWrite")
             && out.contains("permission policy"),
         "{out}"
+    );
+    assert!(
+        out.contains("\"Action\": \"aps:RemoteWrite\""),
+        "the permission policy is printed: {out}"
     );
     amp.set_reply(Reply {
         status: 404,

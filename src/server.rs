@@ -167,9 +167,21 @@ fn spawn_connection<S>(
         .tls
         .as_ref()
         .map(|t| (t.current(), options.header_timeout));
+    let options_header_timeout = options.header_timeout;
     tokio::spawn(async move {
         let result = match tls {
             None => {
+                // The protocol is decided here, within the header timeout: hyper's own timeout
+                // only starts once it knows the protocol, so a client sending nothing (or one
+                // byte) would otherwise hold the connection forever.
+                let Some(protocol) = sniff(&stream, options_header_timeout).await else {
+                    tracing::debug!(%peer, "no request started within the header timeout; closing");
+                    return;
+                };
+                let builder = match protocol {
+                    Protocol::Http1 => builder.http1_only(),
+                    Protocol::Http2 => builder.http2_only(),
+                };
                 let conn = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned();
@@ -189,6 +201,12 @@ fn spawn_connection<S>(
                         return;
                     }
                 };
+                // ALPN already chose the protocol.
+                let builder = if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    builder.http2_only()
+                } else {
+                    builder.http1_only()
+                };
                 let conn = builder
                     .serve_connection(TokioIo::new(tls_stream), service)
                     .into_owned();
@@ -199,6 +217,41 @@ fn spawn_connection<S>(
             tracing::debug!(%peer, error = %e, "connection ended with error");
         }
     });
+}
+
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Peeks (without consuming) until the first bytes tell HTTP/1 from a complete HTTP/2 preface;
+/// `None` on EOF or when nothing decisive arrives within `timeout`.
+async fn sniff(stream: &tokio::net::TcpStream, timeout: Duration) -> Option<Protocol> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        let seen = &buf[..n];
+        if seen.is_empty() {
+            return None;
+        }
+        if !PREFACE.starts_with(seen) {
+            return Some(Protocol::Http1);
+        }
+        if n == PREFACE.len() {
+            return Some(Protocol::Http2);
+        }
+        // A prefix of the HTTP/2 preface: wait for more (peek returns at once while those
+        // bytes sit there, hence the pause).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are registered when this is *called*, not

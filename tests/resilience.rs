@@ -308,6 +308,18 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
         "closed after the header timeout, not {took:?}"
     );
     assert!(!resp.contains("204"), "{resp}");
+    // Nothing at all, or one byte that could start either HTTP/1 or the HTTP/2 preface, or an
+    // HTTP/2 preface that never completes: closed within the timeout too.
+    for opening in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n"] {
+        let started = Instant::now();
+        let resp = raw_exchange(proxy.addr, opening, Duration::from_secs(10)).await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "{opening:?} held the connection {took:?}"
+        );
+        assert!(!resp.contains("200"), "{resp}");
+    }
     assert_eq!(get(&proxy.url("/-/healthy")).await.status, StatusCode::OK);
 }
 

@@ -117,6 +117,7 @@ impl App {
             throttle_status: config.throttle_status,
             draining: draining.clone(),
             auth,
+            remote_write: Arc::new(config.remote_write.clone()),
             limits: Limits::new(
                 config.max_in_flight_requests,
                 config.max_in_flight_bytes,

@@ -72,6 +72,22 @@ impl BufferedBody {
         })
     }
 
+    /// A body built by the proxy itself (a rewritten request), hashed for signing.
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        let sha256_hex = hex::encode(digest::digest(&digest::SHA256, &bytes));
+        let len = bytes.len() as u64;
+        let chunks = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            vec![bytes]
+        };
+        Self {
+            chunks,
+            len,
+            sha256_hex,
+        }
+    }
+
     /// Body length in bytes.
     pub fn len(&self) -> u64 {
         self.len

@@ -48,6 +48,10 @@ pub enum ProxyError {
     /// Wrong `Content-Type` or `Content-Encoding`.
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
+    /// The remote-write payload is invalid (`--validate`), or cannot be decoded for a
+    /// rewrite (`--external-label`). The reason already says which protocol version.
+    #[error("{0}")]
+    InvalidPayload(String),
     /// The request itself is broken (e.g. a malformed header).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -101,7 +105,10 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ProxyError::BadRequest(_) | ProxyError::ClientAborted(_) => StatusCode::BAD_REQUEST,
+            // Resending the same bytes can never succeed: 400, so the sender drops the batch.
+            ProxyError::BadRequest(_)
+            | ProxyError::ClientAborted(_)
+            | ProxyError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
             ProxyError::CredentialsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -184,6 +191,7 @@ mod tests {
             (ProxyError::PayloadTooLarge { limit: 1 }, 413),
             (ProxyError::UnsupportedMediaType("x".into()), 415),
             (ProxyError::BadRequest("x".into()), 400),
+            (ProxyError::InvalidPayload("x".into()), 400),
             (
                 ProxyError::CredentialsUnavailable("AccessDenied".into()),
                 503,

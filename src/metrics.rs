@@ -41,6 +41,103 @@ pub struct LimitLabels {
     pub limit: &'static str,
 }
 
+/// Labels of the remote-write accounting counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PayloadLabels {
+    /// Protocol version: `1.0` or `2.0`.
+    pub version: &'static str,
+    /// `forwarded` (the upstream answered 2xx) or `rejected` (refused by `--validate` or an
+    /// impossible rewrite, never sent).
+    pub outcome: &'static str,
+}
+
+/// Labels of `amp_rw_proxy_remote_write_uncounted_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    /// Protocol version: `1.0` or `2.0`.
+    pub version: &'static str,
+}
+
+/// What remote-write requests carried, by version and outcome.
+#[derive(Debug, Default)]
+pub struct PayloadMetrics {
+    /// Requests.
+    pub requests: Family<PayloadLabels, Counter>,
+    /// Series (`TimeSeries` messages).
+    pub series: Family<PayloadLabels, Counter>,
+    /// Float samples.
+    pub samples: Family<PayloadLabels, Counter>,
+    /// Native histogram samples.
+    pub histograms: Family<PayloadLabels, Counter>,
+    /// Exemplars.
+    pub exemplars: Family<PayloadLabels, Counter>,
+    /// Metadata entries.
+    pub metadata: Family<PayloadLabels, Counter>,
+    /// Requests forwarded without counts (validation off and the body could not be decoded).
+    pub uncounted: Family<VersionLabels, Counter>,
+}
+
+impl PayloadMetrics {
+    /// Adds one request's counts.
+    pub fn record(
+        &self,
+        version: &'static str,
+        outcome: &'static str,
+        counts: &crate::remote_write::Counts,
+    ) {
+        let l = PayloadLabels { version, outcome };
+        self.requests.get_or_create(&l).inc();
+        self.series.get_or_create(&l).inc_by(counts.series);
+        self.samples.get_or_create(&l).inc_by(counts.samples);
+        self.histograms.get_or_create(&l).inc_by(counts.histograms);
+        self.exemplars.get_or_create(&l).inc_by(counts.exemplars);
+        self.metadata.get_or_create(&l).inc_by(counts.metadata);
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("remote_write");
+        for (name, help, family) in [
+            (
+                "requests",
+                "Remote-write requests, by protocol version and outcome (forwarded = upstream answered 2xx; rejected = refused by the proxy, not sent)",
+                &self.requests,
+            ),
+            (
+                "series",
+                "Series in remote-write requests, by protocol version and outcome",
+                &self.series,
+            ),
+            (
+                "samples",
+                "Float samples in remote-write requests, by protocol version and outcome",
+                &self.samples,
+            ),
+            (
+                "histograms",
+                "Native histogram samples in remote-write requests, by protocol version and outcome",
+                &self.histograms,
+            ),
+            (
+                "exemplars",
+                "Exemplars in remote-write requests, by protocol version and outcome",
+                &self.exemplars,
+            ),
+            (
+                "metadata",
+                "Metadata entries in remote-write requests, by protocol version and outcome",
+                &self.metadata,
+            ),
+        ] {
+            r.register(name, help, family.clone());
+        }
+        r.register(
+            "uncounted_requests",
+            "Requests forwarded without accounting: validation off and the body could not be decoded (or exceeded --max-decoded-size)",
+            self.uncounted.clone(),
+        );
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -70,6 +167,8 @@ pub struct Metrics {
     pub upstream_gave_up: Family<RetryLabels, Counter>,
     /// Requests refused by admission control, by limit.
     pub overload_rejections: Family<LimitLabels, Counter>,
+    /// Remote-write accounting.
+    pub payload: PayloadMetrics,
 }
 
 impl Default for Metrics {
@@ -143,6 +242,8 @@ impl Metrics {
             "Requests refused with 503 by --max-in-flight-requests/--max-in-flight-bytes",
             overload_rejections.clone(),
         );
+        let payload = PayloadMetrics::default();
+        payload.register(registry);
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -162,6 +263,7 @@ impl Metrics {
             upstream_retries,
             upstream_gave_up,
             overload_rejections,
+            payload,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::credentials::{Clock, CredentialCache};
 use crate::error::{ProxyError, ResponseBody};
 use crate::metrics::Metrics;
 use crate::metrics::{LimitLabels, RetryLabels};
+use crate::remote_write::{self, Counts, Outcome, Protocol};
 use crate::retry::{self, RetryReason, Verdict};
 use crate::signing::Signer;
 use crate::upstream::{UpstreamAnswer, UpstreamClient};
@@ -98,7 +99,13 @@ pub struct Shared {
     pub draining: Arc<AtomicBool>,
     /// Inbound authentication for everything but health checks and /metrics.
     pub auth: Option<Arc<Authenticator>>,
+    /// Accounting, `--validate`, `--max-decoded-size`, `--external-label`.
+    pub remote_write: Arc<remote_write::Settings>,
 }
+
+/// Bodies larger than this are decoded on the blocking pool rather than on a runtime worker,
+/// so a 32 MiB batch does not stall other connections.
+const INLINE_DECODE_LIMIT: u64 = 512 << 10;
 
 /// Admission control: what the proxy holds at once.
 pub struct Limits {
@@ -282,7 +289,7 @@ where
     // remote_timeout in Prometheus) includes the time it spent sending the body.
     let deadline = Instant::now() + shared.retry_deadline;
     let (parts, body) = req.into_parts();
-    check_request_headers(&parts.headers)?;
+    let protocol = check_request_headers(&parts.headers)?;
     let declared = declared_length(&parts.headers)?;
     if declared > Some(shared.max_body_size) {
         // Refuse before reading a byte of it.
@@ -346,13 +353,62 @@ where
             BodyError::OverBudget => overloaded(shared, "bytes"),
         })?;
     shared.metrics.request_bytes.inc_by(body.len());
+    let (body, counts) = understand(shared, protocol, body).await?;
     let started = Instant::now();
-    send_with_retries(shared, route, &parts.headers, &body, deadline)
+    let resp = send_with_retries(shared, route, &parts.headers, &body, deadline)
         .await
         .map_err(|error| Failure {
             error,
             upstream_latency: Some(started.elapsed()),
-        })
+        })?;
+    let payload = &shared.metrics.payload;
+    match counts {
+        Some(c) if resp.status().is_success() => payload.record(protocol.label(), "forwarded", &c),
+        None => {
+            payload
+                .uncounted
+                .get_or_create(&crate::metrics::VersionLabels {
+                    version: protocol.label(),
+                })
+                .inc();
+        }
+        Some(_) => {}
+    }
+    Ok(resp)
+}
+
+/// Counts, validates and rewrites the payload as configured. Returns the body to send — the
+/// received one, untouched and uncopied, unless external labels were added — and its counts.
+async fn understand(
+    shared: &Shared,
+    protocol: Protocol,
+    body: BufferedBody,
+) -> Result<(BufferedBody, Option<Counts>), ProxyError> {
+    let settings = shared.remote_write.clone();
+    let received = body.to_bytes();
+    let result = if body.len() <= INLINE_DECODE_LIMIT {
+        remote_write::process(protocol, &received, &settings)
+    } else {
+        tokio::task::spawn_blocking(move || remote_write::process(protocol, &received, &settings))
+            .await
+            .map_err(|e| ProxyError::Signing(format!("payload processing failed: {e}")))?
+    };
+    match result {
+        Ok(Outcome::PassThrough { counts }) => Ok((body, counts)),
+        // A new body: hashed afresh, so every (re)signed attempt covers what is sent.
+        Ok(Outcome::Rewritten { body, counts }) => {
+            Ok((BufferedBody::from_bytes(body), Some(counts)))
+        }
+        Err(rejection) => {
+            let payload = &shared.metrics.payload;
+            payload.record(
+                protocol.label(),
+                "rejected",
+                &rejection.counts.unwrap_or_default(),
+            );
+            Err(ProxyError::InvalidPayload(rejection.reason))
+        }
+    }
 }
 
 /// Sends `body` upstream, retrying what [`retry::classify`] calls retryable with backoff, each
@@ -521,12 +577,14 @@ fn overloaded(shared: &Shared, limit: &'static str) -> ProxyError {
 }
 
 /// `Content-Encoding` must be snappy when present; `Content-Type` must be protobuf when
-/// present (any `proto=` parameter). A missing `Content-Type` means remote-write 1.0, as the
-/// reference receiver treats it. Every value of a repeated header is checked, so a second,
+/// present, and its `proto=` parameter (if any) names the protocol: `prometheus.WriteRequest`
+/// (1.0) or `io.prometheus.write.v2.Request` (2.0); any other message is 415. A missing
+/// `Content-Type`, or one without `proto=`, means remote-write 1.0, as the reference receiver
+/// treats it. Every value of a repeated header is checked, so a second,
 /// contradicting header cannot slip past. `X-Prometheus-Remote-Write-Version` is copied upstream
 /// and signed, so it must be text: otherwise the request could never be signed (400, not a
 /// 5xx the sender would retry forever).
-fn check_request_headers(h: &HeaderMap) -> Result<(), ProxyError> {
+fn check_request_headers(h: &HeaderMap) -> Result<Protocol, ProxyError> {
     for enc in h.get_all(header::CONTENT_ENCODING) {
         let ok = enc.to_str().is_ok_and(|v| {
             v.split(',')
@@ -539,6 +597,7 @@ fn check_request_headers(h: &HeaderMap) -> Result<(), ProxyError> {
             )));
         }
     }
+    let mut protocol = Protocol::V1;
     let mut types = h.get_all(header::CONTENT_TYPE).iter();
     if let Some(ct) = types.next() {
         if types.next().is_some() {
@@ -546,16 +605,22 @@ fn check_request_headers(h: &HeaderMap) -> Result<(), ProxyError> {
                 "more than one Content-Type header".into(),
             ));
         }
-        let media = ct
-            .to_str()
-            .ok()
-            .map(|v| v.split(';').next().unwrap_or("").trim());
-        if !media.is_some_and(|m| m.eq_ignore_ascii_case(PROTOBUF)) {
+        let (media, params) = match ct.to_str() {
+            Ok(v) => v.split_once(';').unwrap_or((v, "")),
+            Err(_) => ("", ""),
+        };
+        if !media.trim().eq_ignore_ascii_case(PROTOBUF) {
             return Err(ProxyError::UnsupportedMediaType(format!(
                 "Content-Type {:?}; remote-write bodies must be application/x-protobuf",
                 String::from_utf8_lossy(ct.as_bytes())
             )));
         }
+        protocol = Protocol::from_media_params(params).map_err(|other| {
+            ProxyError::UnsupportedMediaType(format!(
+                "proto={other:?}; supported: prometheus.WriteRequest (remote-write 1.0) and \
+                 io.prometheus.write.v2.Request (2.0)"
+            ))
+        })?;
     }
     let mut versions = h.get_all(&REMOTE_WRITE_VERSION).iter();
     if let Some(v) = versions.next() {
@@ -565,7 +630,7 @@ fn check_request_headers(h: &HeaderMap) -> Result<(), ProxyError> {
             ));
         }
     }
-    Ok(())
+    Ok(protocol)
 }
 
 fn declared_length(h: &HeaderMap) -> Result<Option<u64>, ProxyError> {
@@ -675,51 +740,83 @@ mod tests {
 
     #[test]
     fn media_type_table() {
-        let cases: &[(&[(&str, &str)], bool)] = &[
-            (&[], true),
-            (&[("content-type", "application/x-protobuf")], true),
+        const V1: Option<Protocol> = Some(Protocol::V1);
+        const V2: Option<Protocol> = Some(Protocol::V2);
+        // `None`: refused with 415 (or 400 for the version header).
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<Protocol>);
+        let cases: &[Case] = &[
+            (&[], V1),
+            (&[("content-type", "application/x-protobuf")], V1),
             (
                 &[(
                     "content-type",
                     "application/x-protobuf;proto=io.prometheus.write.v2.Request",
                 )],
-                true,
+                V2,
+            ),
+            (
+                &[(
+                    "content-type",
+                    "application/x-protobuf; charset=utf-8; PROTO=\"io.prometheus.write.v2.Request\"",
+                )],
+                V2,
             ),
             (
                 &[(
                     "content-type",
                     "Application/X-Protobuf ; proto=prometheus.WriteRequest",
                 )],
-                true,
+                V1,
             ),
-            (&[("content-encoding", "snappy")], true),
-            (&[("content-encoding", "gzip")], false),
-            (&[("content-type", "application/json")], false),
-            (&[("content-type", "text/plain")], false),
-            (&[("content-encoding", "")], false),
+            (
+                &[(
+                    "content-type",
+                    "application/x-protobuf;proto=io.prometheus.write.v3.Request",
+                )],
+                None,
+            ),
+            (
+                &[(
+                    "content-type",
+                    "application/x-protobuf;proto=opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest",
+                )],
+                None,
+            ),
+            (&[("content-type", "application/x-protobuf;proto=")], None),
+            (&[("content-encoding", "snappy")], V1),
+            (&[("content-encoding", "gzip")], None),
+            (&[("content-type", "application/json")], None),
+            (&[("content-type", "text/plain")], None),
+            (&[("content-encoding", "")], None),
             (
                 &[("content-encoding", "snappy"), ("content-encoding", "gzip")],
-                false,
+                None,
             ),
-            (&[("content-encoding", "snappy, gzip")], false),
+            (&[("content-encoding", "snappy, gzip")], None),
             (
                 &[
                     ("content-type", "application/x-protobuf"),
                     ("content-type", "application/json"),
                 ],
-                false,
+                None,
             ),
-            (&[("x-prometheus-remote-write-version", "0.1.0")], true),
+            (&[("x-prometheus-remote-write-version", "0.1.0")], V1),
             (
                 &[
                     ("x-prometheus-remote-write-version", "0.1.0"),
                     ("x-prometheus-remote-write-version", "2.0.0"),
                 ],
-                false,
+                None,
             ),
         ];
-        for (h, ok) in cases {
-            assert_eq!(check_request_headers(&headers(h)).is_ok(), *ok, "{h:?}");
+        for (h, want) in cases {
+            let got = check_request_headers(&headers(h));
+            assert_eq!(got.as_ref().ok().copied(), *want, "{h:?}");
+            if let Err(e) = got {
+                let media = h.iter().any(|(k, _)| k.starts_with("content-"));
+                let status = if media { 415 } else { 400 };
+                assert_eq!(e.status().as_u16(), status, "{h:?}: {e}");
+            }
         }
         let mut non_text = HeaderMap::new();
         non_text.insert(

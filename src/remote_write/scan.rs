@@ -1,0 +1,359 @@
+//! Counting and validating decoded (uncompressed) remote-write messages by walking the wire
+//! format. Counting alone only follows field keys and lengths; validation also checks every
+//! label and every nested message, so a request that passes decodes with the generated prost
+//! types and holds what the specs require of a sender.
+
+use prost::Message;
+
+use super::Counts;
+use super::proto::{v1, v2};
+use super::wire::{FIXED64, LEN, Reader, VARINT, WireError};
+
+const METRIC_NAME: &[u8] = b"__name__";
+
+/// Counts a `prometheus.WriteRequest` (RW 1.0); with `validate`, also checks it (see
+/// [`super::Settings::validate`]). The error is one line naming where the problem is.
+pub fn scan_v1(buf: &[u8], validate: bool) -> Result<Counts, String> {
+    let mut c = Counts::default();
+    let mut r = Reader::new(buf);
+    while !r.is_empty() {
+        let f = r.field().map_err(|e| format!("WriteRequest: {e}"))?;
+        match (f.number, f.wire_type) {
+            (1, LEN) => {
+                let ts = r.bytes().map_err(|e| format!("WriteRequest: {e}"))?;
+                series_v1(ts, validate, &mut c)
+                    .map_err(|e| format!("timeseries[{}]: {e}", c.series))?;
+                c.series += 1;
+            }
+            (3, LEN) => {
+                let md = r.bytes().map_err(|e| format!("WriteRequest: {e}"))?;
+                if validate {
+                    v1::MetricMetadata::decode(md)
+                        .map_err(|e| format!("metadata[{}]: {}", c.metadata, prost_reason(&e)))?;
+                }
+                c.metadata += 1;
+            }
+            (1 | 3, wt) => {
+                return Err(format!(
+                    "WriteRequest field {} has wire type {wt}, expected 2",
+                    f.number
+                ));
+            }
+            (_, wt) => r.skip(wt).map_err(|e| format!("WriteRequest: {e}"))?,
+        }
+    }
+    Ok(c)
+}
+
+fn series_v1(ts: &[u8], validate: bool, c: &mut Counts) -> Result<(), String> {
+    let mut r = Reader::new(ts);
+    let mut prev: Option<&[u8]> = None;
+    let mut has_name = false;
+    while !r.is_empty() {
+        let f = r.field()?;
+        match (f.number, f.wire_type) {
+            (1, LEN) => {
+                let label = r.bytes()?;
+                if validate {
+                    let (name, value) = label_v1(label)?;
+                    check_label(prev, name, value)?;
+                    has_name |= name == METRIC_NAME && !value.is_empty();
+                    prev = Some(name);
+                }
+            }
+            (2, LEN) => {
+                let s = r.bytes()?;
+                if validate {
+                    scalars(s, &[(1, FIXED64), (2, VARINT)]).map_err(|e| format!("sample: {e}"))?;
+                }
+                c.samples += 1;
+            }
+            (3, LEN) => {
+                let e = r.bytes()?;
+                if validate {
+                    v1::Exemplar::decode(e)
+                        .map_err(|err| format!("exemplar: {}", prost_reason(&err)))?;
+                }
+                c.exemplars += 1;
+            }
+            (4, LEN) => {
+                let h = r.bytes()?;
+                if validate {
+                    v1::Histogram::decode(h)
+                        .map_err(|err| format!("histogram: {}", prost_reason(&err)))?;
+                }
+                c.histograms += 1;
+            }
+            (1..=4, wt) => {
+                return Err(format!("field {} has wire type {wt}, expected 2", f.number));
+            }
+            (_, wt) => r.skip(wt)?,
+        }
+    }
+    if validate && !has_name {
+        return Err("missing or empty metric name (__name__)".into());
+    }
+    Ok(())
+}
+
+/// A v1 `Label`'s name and value (the last occurrence wins, as in prost).
+pub(super) fn label_v1(label: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    let mut r = Reader::new(label);
+    let (mut name, mut value): (&[u8], &[u8]) = (b"", b"");
+    while !r.is_empty() {
+        let f = r.field().map_err(|e| format!("label: {e}"))?;
+        match (f.number, f.wire_type) {
+            (1, LEN) => name = r.bytes().map_err(|e| format!("label: {e}"))?,
+            (2, LEN) => value = r.bytes().map_err(|e| format!("label: {e}"))?,
+            (1 | 2, wt) => {
+                return Err(format!(
+                    "label field {} has wire type {wt}, expected 2",
+                    f.number
+                ));
+            }
+            (_, wt) => r.skip(wt).map_err(|e| format!("label: {e}"))?,
+        }
+    }
+    Ok((name, value))
+}
+
+/// The checks every series' label set gets: UTF-8, non-empty names, strictly increasing
+/// names (sorted, no duplicates), as both specs require of senders.
+fn check_label(prev: Option<&[u8]>, name: &[u8], value: &[u8]) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty label name".into());
+    }
+    if std::str::from_utf8(name).is_err() {
+        return Err(format!("label name {} is not valid UTF-8", show(name)));
+    }
+    if std::str::from_utf8(value).is_err() {
+        return Err(format!("value of label {} is not valid UTF-8", show(name)));
+    }
+    match prev {
+        Some(p) if p == name => Err(format!("duplicate label name {}", show(name))),
+        Some(p) if p > name => Err(format!(
+            "labels not sorted: {} after {}",
+            show(name),
+            show(p)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks that the listed scalar fields have the expected wire types (prost refuses a known
+/// field with another wire type) and that the message is well-formed.
+fn scalars(msg: &[u8], expected: &[(u32, u8)]) -> Result<(), WireError> {
+    let mut r = Reader::new(msg);
+    while !r.is_empty() {
+        let f = r.field()?;
+        if let Some(&(_, wt)) = expected.iter().find(|(n, _)| *n == f.number) {
+            if wt != f.wire_type {
+                return Err("field has the wrong wire type");
+            }
+        }
+        r.skip(f.wire_type)?;
+    }
+    Ok(())
+}
+
+/// Counts an `io.prometheus.write.v2.Request` (RW 2.0); with `validate`, also checks it,
+/// including `symbols[0] == ""` and every symbol reference.
+pub fn scan_v2(buf: &[u8], validate: bool) -> Result<Counts, String> {
+    let symbols = if validate {
+        let symbols = symbols_v2(buf)?;
+        if let Some(first) = symbols.first() {
+            if !first.is_empty() {
+                return Err(format!(
+                    "symbols[0] must be the empty string, got {}",
+                    show(first)
+                ));
+            }
+        }
+        symbols
+    } else {
+        Vec::new()
+    };
+    let mut c = Counts::default();
+    let mut r = Reader::new(buf);
+    while !r.is_empty() {
+        let f = r.field().map_err(|e| format!("Request: {e}"))?;
+        match (f.number, f.wire_type) {
+            (5, LEN) => {
+                let ts = r.bytes().map_err(|e| format!("Request: {e}"))?;
+                series_v2(ts, validate.then_some(&symbols[..]), &mut c)
+                    .map_err(|e| format!("timeseries[{}]: {e}", c.series))?;
+                c.series += 1;
+            }
+            (4, LEN) => {
+                r.bytes().map_err(|e| format!("Request: {e}"))?;
+            }
+            (4 | 5, wt) => {
+                return Err(format!(
+                    "Request field {} has wire type {wt}, expected 2",
+                    f.number
+                ));
+            }
+            (_, wt) => r.skip(wt).map_err(|e| format!("Request: {e}"))?,
+        }
+    }
+    Ok(c)
+}
+
+/// The symbols table, in order, each checked to be UTF-8.
+pub(super) fn symbols_v2(buf: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let mut symbols = Vec::new();
+    let mut r = Reader::new(buf);
+    while !r.is_empty() {
+        let f = r.field().map_err(|e| format!("Request: {e}"))?;
+        match (f.number, f.wire_type) {
+            (4, LEN) => {
+                let s = r.bytes().map_err(|e| format!("Request: {e}"))?;
+                if std::str::from_utf8(s).is_err() {
+                    return Err(format!("symbols[{}] is not valid UTF-8", symbols.len()));
+                }
+                symbols.push(s);
+            }
+            (4 | 5, wt) if wt != LEN => {
+                return Err(format!(
+                    "Request field {} has wire type {wt}, expected 2",
+                    f.number
+                ));
+            }
+            (_, wt) => r.skip(wt).map_err(|e| format!("Request: {e}"))?,
+        }
+    }
+    Ok(symbols)
+}
+
+/// Calls `each` with every value of a repeated `uint32` field occurrence, packed or not.
+pub(super) fn refs(
+    r: &mut Reader<'_>,
+    wire_type: u8,
+    mut each: impl FnMut(u64) -> Result<(), String>,
+) -> Result<(), String> {
+    match wire_type {
+        LEN => {
+            let mut packed = Reader::new(r.bytes()?);
+            while !packed.is_empty() {
+                each(packed.varint()?)?;
+            }
+            Ok(())
+        }
+        VARINT => each(r.varint()?),
+        wt => Err(format!("labels_refs has wire type {wt}, expected 0 or 2")),
+    }
+}
+
+fn symbol<'a>(symbols: &[&'a [u8]], r: u64) -> Result<&'a [u8], String> {
+    usize::try_from(r)
+        .ok()
+        .and_then(|i| symbols.get(i).copied())
+        .ok_or_else(|| {
+            format!(
+                "symbol reference {r} out of range ({} symbols)",
+                symbols.len()
+            )
+        })
+}
+
+fn series_v2(ts: &[u8], symbols: Option<&[&[u8]]>, c: &mut Counts) -> Result<(), String> {
+    let mut r = Reader::new(ts);
+    let mut pending_name: Option<&[u8]> = None;
+    let mut prev: Option<&[u8]> = None;
+    let mut has_name = false;
+    let mut has_metadata = false;
+    while !r.is_empty() {
+        let f = r.field()?;
+        match (f.number, f.wire_type) {
+            (1, wt) => refs(&mut r, wt, |v| {
+                let Some(symbols) = symbols else {
+                    return Ok(());
+                };
+                let s = symbol(symbols, v).map_err(|e| format!("labels_refs: {e}"))?;
+                match pending_name.take() {
+                    None => pending_name = Some(s),
+                    Some(name) => {
+                        check_label(prev, name, s)?;
+                        has_name |= name == METRIC_NAME && !s.is_empty();
+                        prev = Some(name);
+                    }
+                }
+                Ok(())
+            })?,
+            (2, LEN) => {
+                let s = r.bytes()?;
+                if symbols.is_some() {
+                    scalars(s, &[(1, FIXED64), (2, VARINT), (3, VARINT)])
+                        .map_err(|e| format!("sample: {e}"))?;
+                }
+                c.samples += 1;
+            }
+            (3, LEN) => {
+                let h = r.bytes()?;
+                if symbols.is_some() {
+                    v2::Histogram::decode(h)
+                        .map_err(|err| format!("histogram: {}", prost_reason(&err)))?;
+                }
+                c.histograms += 1;
+            }
+            (4, LEN) => {
+                let e = r.bytes()?;
+                if let Some(symbols) = symbols {
+                    let ex = v2::Exemplar::decode(e)
+                        .map_err(|err| format!("exemplar: {}", prost_reason(&err)))?;
+                    if ex.labels_refs.len() % 2 != 0 {
+                        return Err("exemplar labels_refs has an odd number of entries".into());
+                    }
+                    for &v in &ex.labels_refs {
+                        symbol(symbols, v.into()).map_err(|e| format!("exemplar: {e}"))?;
+                    }
+                }
+                c.exemplars += 1;
+            }
+            (5, LEN) => {
+                let m = r.bytes()?;
+                if let Some(symbols) = symbols {
+                    let md = v2::Metadata::decode(m)
+                        .map_err(|err| format!("metadata: {}", prost_reason(&err)))?;
+                    for v in [md.help_ref, md.unit_ref] {
+                        symbol(symbols, v.into()).map_err(|e| format!("metadata: {e}"))?;
+                    }
+                }
+                // Senders may encode an all-default Metadata as an empty message; only one
+                // that says something counts.
+                has_metadata |= !m.is_empty();
+            }
+            (2..=5, wt) => {
+                return Err(format!("field {} has wire type {wt}, expected 2", f.number));
+            }
+            (_, wt) => r.skip(wt)?,
+        }
+    }
+    if symbols.is_some() {
+        if pending_name.is_some() {
+            return Err("labels_refs has an odd number of entries".into());
+        }
+        if !has_name {
+            return Err("missing or empty metric name (__name__)".into());
+        }
+    }
+    if has_metadata {
+        c.metadata += 1;
+    }
+    Ok(())
+}
+
+/// A label name or value for an error message: quoted, lossy, at most 64 characters.
+pub(super) fn show(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let mut out: String = s.chars().take(64).collect();
+    if s.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    format!("{out:?}")
+}
+
+/// prost's error without its multi-line context.
+fn prost_reason(e: &prost::DecodeError) -> String {
+    e.to_string().replace(['\n', '\r'], " ")
+}

@@ -303,12 +303,14 @@ fn empty_requests_are_valid_and_rewrite_to_empty_requests() {
     }
     let (v1_out, c) = rewritten(Protocol::V1, &empty, &labelling(&[("a", "b")]));
     assert!(v1_out.is_empty() && c == Counts::default());
-    // v2: the new symbols are there even with no series to use them.
+    // v2: the new symbols are there even with no series to use them, after the "" every
+    // symbols table must start with (a rewritten request must stay valid).
     let (v2_out, _) = rewritten(Protocol::V2, &empty, &labelling(&[("a", "b")]));
     assert_eq!(
         v2::Request::decode(&v2_out[..]).unwrap().symbols,
-        ["a", "b"]
+        ["", "a", "b"]
     );
+    pass_through_counts(Protocol::V2, &compress(&v2_out), &validating());
 }
 
 #[test]
@@ -737,4 +739,28 @@ fn content_type_parameters_pick_the_protocol() {
         Protocol::from_media_params("proto=foo.Bar"),
         Err("foo.Bar".to_string())
     );
+}
+
+#[test]
+fn a_repeated_label_field_cannot_hide_invalid_utf8() {
+    // Found by the fuzzer: a Label with two name fields, the first not UTF-8. prost (and any
+    // receiver) rejects it although the name that "wins" is fine; --validate must too.
+    let label = [
+        b"\x0a\x03j\x7f\xa7".as_slice(), // name = "j\x7f\xa7" (invalid)
+        b"\x0a\x01a",                    // name = "a"
+        b"\x12\x01x",                    // value = "x"
+    ]
+    .concat();
+    let mut series = vec![0x0a, 0x0e];
+    series.extend_from_slice(b"\x0a\x08__name__\x12\x02up");
+    series.extend_from_slice(&[0x0a, label.len() as u8]);
+    series.extend_from_slice(&label);
+    let mut request = vec![0x0a, series.len() as u8];
+    request.extend_from_slice(&series);
+    assert!(
+        v1::WriteRequest::decode(&request[..]).is_err(),
+        "prost refuses it"
+    );
+    let r = rejected(Protocol::V1, &compress(&request), &validating());
+    assert!(r.reason.contains("is not valid UTF-8"), "{}", r.reason);
 }

@@ -63,7 +63,7 @@ fn series_v1<'a>(
         let f = r.field()?;
         match (f.number, f.wire_type) {
             (1, LEN) => {
-                let (name, value) = label_v1(r.bytes()?)?;
+                let (name, value) = label_v1(r.bytes()?, false)?;
                 if !ext.contains(name) {
                     s.labels.push((name, value));
                 }
@@ -119,6 +119,11 @@ pub fn rewrite_v2<'a>(
 ) -> Result<(Vec<u8>, Counts), String> {
     let mut symbols = symbols_v2(buf)?;
     let original = symbols.len();
+    if symbols.is_empty() {
+        // The table must start with "" (the spec's rule, found by the fuzzer on an empty
+        // request); a sender with no symbols has no references to shift.
+        symbols.push(b"");
+    }
     let mut ext_refs = Vec::with_capacity(labels.len());
     for (name, value) in labels.pairs() {
         let mut lookup = |s: &'a [u8]| -> u32 {

@@ -55,8 +55,8 @@ fn series_v1(ts: &[u8], validate: bool, c: &mut Counts) -> Result<(), String> {
             (1, LEN) => {
                 let label = r.bytes()?;
                 if validate {
-                    let (name, value) = label_v1(label)?;
-                    check_label(prev, name, value)?;
+                    let (name, value) = label_v1(label, true)?;
+                    check_label(prev, name)?;
                     has_name |= name == METRIC_NAME && !value.is_empty();
                     prev = Some(name);
                 }
@@ -96,15 +96,27 @@ fn series_v1(ts: &[u8], validate: bool, c: &mut Counts) -> Result<(), String> {
     Ok(())
 }
 
-/// A v1 `Label`'s name and value (the last occurrence wins, as in prost).
-pub(super) fn label_v1(label: &[u8]) -> Result<(&[u8], &[u8]), String> {
+/// A v1 `Label`'s name and value (the last occurrence wins, as in prost). With `utf8`, every
+/// occurrence must be UTF-8 — prost checks each one, not just the one that wins (found by the
+/// fuzzer: a repeated name field hiding an invalid first one).
+pub(super) fn label_v1(label: &[u8], utf8: bool) -> Result<(&[u8], &[u8]), String> {
     let mut r = Reader::new(label);
     let (mut name, mut value): (&[u8], &[u8]) = (b"", b"");
     while !r.is_empty() {
         let f = r.field().map_err(|e| format!("label: {e}"))?;
         match (f.number, f.wire_type) {
-            (1, LEN) => name = r.bytes().map_err(|e| format!("label: {e}"))?,
-            (2, LEN) => value = r.bytes().map_err(|e| format!("label: {e}"))?,
+            (1, LEN) => {
+                name = r.bytes().map_err(|e| format!("label: {e}"))?;
+                if utf8 && !is_utf8(name) {
+                    return Err(format!("label name {} is not valid UTF-8", show(name)));
+                }
+            }
+            (2, LEN) => {
+                value = r.bytes().map_err(|e| format!("label: {e}"))?;
+                if utf8 && !is_utf8(value) {
+                    return Err(format!("value of label {} is not valid UTF-8", show(name)));
+                }
+            }
             (1 | 2, wt) => {
                 return Err(format!(
                     "label field {} has wire type {wt}, expected 2",
@@ -117,17 +129,12 @@ pub(super) fn label_v1(label: &[u8]) -> Result<(&[u8], &[u8]), String> {
     Ok((name, value))
 }
 
-/// The checks every series' label set gets: UTF-8, non-empty names, strictly increasing
-/// names (sorted, no duplicates), as both specs require of senders.
-fn check_label(prev: Option<&[u8]>, name: &[u8], value: &[u8]) -> Result<(), String> {
+/// The checks every series' label set gets: non-empty names, strictly increasing names
+/// (sorted, no duplicates), as both specs require of senders. UTF-8 is checked where the
+/// strings are read (v1 labels, v2 symbols).
+fn check_label(prev: Option<&[u8]>, name: &[u8]) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty label name".into());
-    }
-    if std::str::from_utf8(name).is_err() {
-        return Err(format!("label name {} is not valid UTF-8", show(name)));
-    }
-    if std::str::from_utf8(value).is_err() {
-        return Err(format!("value of label {} is not valid UTF-8", show(name)));
     }
     match prev {
         Some(p) if p == name => Err(format!("duplicate label name {}", show(name))),
@@ -138,6 +145,13 @@ fn check_label(prev: Option<&[u8]>, name: &[u8], value: &[u8]) -> Result<(), Str
         )),
         _ => Ok(()),
     }
+}
+
+/// UTF-8 check with a word-at-a-time ASCII fast path: label names and values are almost
+/// always short ASCII, where the general validator's setup dominates.
+#[inline]
+fn is_utf8(b: &[u8]) -> bool {
+    b.is_ascii() || std::str::from_utf8(b).is_ok()
 }
 
 /// Checks that the listed scalar fields have the expected wire types (prost refuses a known
@@ -208,7 +222,7 @@ pub(super) fn symbols_v2(buf: &[u8]) -> Result<Vec<&[u8]>, String> {
         match (f.number, f.wire_type) {
             (4, LEN) => {
                 let s = r.bytes().map_err(|e| format!("Request: {e}"))?;
-                if std::str::from_utf8(s).is_err() {
+                if !is_utf8(s) {
                     return Err(format!("symbols[{}] is not valid UTF-8", symbols.len()));
                 }
                 symbols.push(s);
@@ -265,6 +279,8 @@ fn series_v2(ts: &[u8], symbols: Option<&[&[u8]]>, c: &mut Counts) -> Result<(),
     while !r.is_empty() {
         let f = r.field()?;
         match (f.number, f.wire_type) {
+            // Counting only: label references need not be looked at.
+            (1, wt) if symbols.is_none() => r.skip(wt)?,
             (1, wt) => refs(&mut r, wt, |v| {
                 let Some(symbols) = symbols else {
                     return Ok(());
@@ -273,7 +289,7 @@ fn series_v2(ts: &[u8], symbols: Option<&[&[u8]]>, c: &mut Counts) -> Result<(),
                 match pending_name.take() {
                     None => pending_name = Some(s),
                     Some(name) => {
-                        check_label(prev, name, s)?;
+                        check_label(prev, name)?;
                         has_name |= name == METRIC_NAME && !s.is_empty();
                         prev = Some(name);
                     }

@@ -60,6 +60,13 @@ impl<'a> Reader<'a> {
     /// Reads a varint. Like prost: at most 10 bytes, and the 10th may only carry one bit.
     #[inline]
     pub fn varint(&mut self) -> Result<u64, WireError> {
+        // Keys, lengths of labels and symbol references are almost always one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
         let mut value: u64 = 0;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {

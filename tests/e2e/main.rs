@@ -32,11 +32,28 @@ async fn chain(
     proxy_external_id: &str,
     rw2: bool,
 ) -> Chain {
+    chain_with(peers, prometheus, proxy_external_id, rw2, &[]).await
+}
+
+/// [`chain`] with extra proxy flags.
+async fn chain_with(
+    peers: &Peers,
+    prometheus: &std::path::Path,
+    proxy_external_id: &str,
+    rw2: bool,
+    proxy_flags: &[&str],
+) -> Chain {
     let moto = Moto::start(peers, EXTERNAL_ID);
     let receiver = Prometheus::start(prometheus, Role::Receiver { rw2 });
     receiver.wait_ready().await;
     let standin = StandIn::start(peers, &moto, &receiver, 0, false);
-    let proxy = Proxy::start(&moto, &standin, proxy_external_id, "127.0.0.1:0");
+    let proxy = Proxy::start_with(
+        &moto,
+        &standin,
+        proxy_external_id,
+        "127.0.0.1:0",
+        proxy_flags,
+    );
     let url = proxy.url("/api/v1/write");
     let sender = Prometheus::start(
         prometheus,
@@ -407,4 +424,63 @@ async fn prometheus_reaches_the_proxy_over_mutual_tls_with_a_bearer_token() {
         "{}",
         proxy.proc.log()
     );
+}
+/// `--external-label cluster=e2e`: every series the receiver stores carries `cluster="e2e"`,
+/// and the independent SigV4 check accepts the rewritten bodies. 1.0 from Prometheus 2.42, 2.0
+/// (through the symbols table) from Prometheus 3.x, the latter also with `--validate` on.
+async fn external_label_reaches_the_receiver(rw2: bool) {
+    let peers = Peers::find();
+    let (prometheus, flags, version) = if rw2 {
+        (
+            &peers.prometheus3,
+            &["--external-label", "cluster=e2e", "--validate"][..],
+            "2.0",
+        )
+    } else {
+        (
+            &peers.prometheus,
+            &["--external-label", "cluster=e2e"][..],
+            "1.0",
+        )
+    };
+    let c = chain_with(&peers, prometheus, EXTERNAL_ID, rw2, flags).await;
+    c.proxy.wait_ready().await;
+    let labelled = eventually("up{cluster=\"e2e\"} in the receiver", ARRIVAL, || async {
+        let got = c
+            .receiver
+            .query(r#"up{job="sender",cluster="e2e"}"#, None)
+            .await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(labelled[0].0["cluster"], "e2e");
+    let unlabelled = c
+        .receiver
+        .query(r#"count({__name__=~".+",cluster!="e2e"})"#, None)
+        .await;
+    assert!(
+        unlabelled.is_empty(),
+        "series without cluster=\"e2e\": {unlabelled:?}"
+    );
+    let stats = c.standin.stats().await;
+    assert_eq!(stats["rejected"], 0, "{}", stats["reasons"]);
+    assert_sender_lost_nothing(&c.sender).await;
+    let metrics = common::get(&c.proxy.url("/metrics")).await.text();
+    let forwarded = format!(
+        "amp_rw_proxy_remote_write_series_total{{version=\"{version}\",outcome=\"forwarded\"}}"
+    );
+    assert!(
+        metric_sum(&metrics, &forwarded) > 0.0,
+        "{forwarded} in:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_label_on_remote_write_1_from_prometheus_2() {
+    external_label_reaches_the_receiver(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_label_on_remote_write_2_from_prometheus_3() {
+    external_label_reaches_the_receiver(true).await;
 }

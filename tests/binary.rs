@@ -532,3 +532,42 @@ async fn check_walks_the_chain_and_names_the_broken_link() {
         assert!(!out.contains(secret));
     }
 }
+
+#[test]
+fn remote_write_settings_come_from_the_environment_and_are_documented() {
+    // Comma-separated in the environment; every bad entry reported with exit 64.
+    let out = command(&[
+        (
+            "AMP_RW_PROXY_EXTERNAL_LABELS",
+            "cluster=a,__name__=x,no-equals",
+        ),
+        ("AMP_RW_PROXY_MAX_DECODED_SIZE", "huge"),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "--external-label __name__=x: __name__ cannot be set",
+        "--external-label \"no-equals\": expected NAME=VALUE",
+        "--max-decoded-size \"huge\"",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from:\n{err}");
+    }
+    let out = command(&[]).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for documented in [
+        "--validate",
+        "AMP_RW_PROXY_VALIDATE",
+        "[default: off]",
+        "--max-decoded-size",
+        "AMP_RW_PROXY_MAX_DECODED_SIZE",
+        "--external-label <NAME=VALUE>",
+        "AMP_RW_PROXY_EXTERNAL_LABELS",
+    ] {
+        assert!(
+            help.contains(documented),
+            "--help lacks {documented}:\n{help}"
+        );
+    }
+}

@@ -76,8 +76,8 @@ pub struct Counts {
     pub histograms: u64,
     /// Exemplars.
     pub exemplars: u64,
-    /// Metadata entries (1.0: `MetricMetadata` messages; 2.0: series carrying non-empty
-    /// metadata).
+    /// Metadata entries (1.0: `MetricMetadata` messages; 2.0: series whose metadata sets a
+    /// type, help or unit).
     pub metadata: u64,
 }
 

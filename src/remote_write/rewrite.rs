@@ -2,7 +2,7 @@
 //! other field (samples, histograms, exemplars, metadata, unknown fields) is copied through
 //! byte for byte.
 
-use super::scan::{label_v1, refs, symbols_v2};
+use super::scan::{label_v1, metadata_is_set, refs, symbols_v2};
 use super::wire::{LEN, Reader, len_field_size, put_len_header, put_varint, varint_len};
 use super::{Counts, ExternalLabels};
 
@@ -218,7 +218,7 @@ fn series_v2<'a>(
             (n, wt) => {
                 if wt == LEN {
                     let payload = r.bytes()?;
-                    has_metadata |= n == 5 && !payload.is_empty();
+                    has_metadata |= n == 5 && metadata_is_set(payload);
                 } else {
                     r.skip(wt)?;
                 }

@@ -328,16 +328,17 @@ fn series_v2(ts: &[u8], symbols: Option<&[&[u8]]>, c: &mut Counts) -> Result<(),
             }
             (5, LEN) => {
                 let m = r.bytes()?;
+                let md = v2::Metadata::decode(m)
+                    .map_err(|err| format!("metadata: {}", prost_reason(&err)))?;
                 if let Some(symbols) = symbols {
-                    let md = v2::Metadata::decode(m)
-                        .map_err(|err| format!("metadata: {}", prost_reason(&err)))?;
                     for v in [md.help_ref, md.unit_ref] {
                         symbol(symbols, v.into()).map_err(|e| format!("metadata: {e}"))?;
                     }
                 }
-                // Senders may encode an all-default Metadata as an empty message; only one
-                // that says something counts.
-                has_metadata |= !m.is_empty();
+                // Prometheus 3 attaches a Metadata message to every series, empty when it
+                // knows nothing (or with explicit defaults): only one that says something
+                // counts.
+                has_metadata |= md != v2::Metadata::default();
             }
             (2..=5, wt) => {
                 return Err(format!("field {} has wire type {wt}, expected 2", f.number));
@@ -357,6 +358,12 @@ fn series_v2(ts: &[u8], symbols: Option<&[&[u8]]>, c: &mut Counts) -> Result<(),
         c.metadata += 1;
     }
     Ok(())
+}
+
+/// Whether an encoded v2 `Metadata` says anything (type, help or unit set); `false` when it
+/// does not decode (a rewrite without `--validate` copies it through uncounted).
+pub(super) fn metadata_is_set(m: &[u8]) -> bool {
+    v2::Metadata::decode(m).is_ok_and(|md| md != v2::Metadata::default())
 }
 
 /// A label name or value for an error message: quoted, lossy, at most 64 characters.

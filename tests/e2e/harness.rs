@@ -580,17 +580,7 @@ impl Proxy {
     /// exit code and the report.
     pub fn check(moto: &Moto, standin: &StandIn, external_id: &str) -> (Option<i32>, String) {
         let url = standin.url();
-        let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join("config"), "").unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_amp-rw-proxy"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", home.path())
-            .env("AWS_CONFIG_FILE", home.path().join("config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", home.path().join("config"))
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ACCESS_KEY_ID", &moto.access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", &moto.secret_access_key)
+        let out = hermetic_binary((&moto.access_key_id, &moto.secret_access_key))
             .args(["check", "--upstream-url", &url, "--region", "us-east-1"])
             .args([
                 "--role-arn",
@@ -613,19 +603,8 @@ impl Proxy {
     /// Runs the binary with static base credentials from the environment (no STS), the given
     /// extra environment and flags.
     pub fn spawn(keys: (&str, &str), env: &[(&str, &str)], args: &[&str]) -> Self {
-        let home = tempfile::tempdir().unwrap().keep();
-        std::fs::write(home.join("config"), "").unwrap();
-        std::fs::write(home.join("credentials"), "").unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_amp-rw-proxy"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &home)
-            .env("AWS_CONFIG_FILE", home.join("config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ACCESS_KEY_ID", keys.0)
-            .env("AWS_SECRET_ACCESS_KEY", keys.1)
-            .env("RUST_LOG", "info");
+        let mut cmd = hermetic_binary(keys);
+        cmd.env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -656,6 +635,24 @@ impl Proxy {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The proxy binary with a hermetic environment: the only AWS credentials are `keys` in the
+/// environment (the SDK's default chain), no profile files, no instance metadata.
+fn hermetic_binary(keys: (&str, &str)) -> Command {
+    let home = tempfile::tempdir().unwrap().keep();
+    std::fs::write(home.join("config"), "").unwrap();
+    std::fs::write(home.join("credentials"), "").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_amp-rw-proxy"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("AWS_CONFIG_FILE", home.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", keys.0)
+        .env("AWS_SECRET_ACCESS_KEY", keys.1);
+    cmd
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, failing after `limit` with `what`.

@@ -1,5 +1,6 @@
 //! Wiring: configuration + AWS SDK config → credential refresher + signing proxy service.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -11,10 +12,10 @@ use tokio::task::JoinHandle;
 use tower::Layer;
 
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, RouteConfig};
 use crate::credentials::{Clock, CredentialCache, CredentialRefresher, SystemClock};
 use crate::metrics::{Metrics, RequestMetrics, RequestMetricsLayer};
-use crate::proxy::{Limits, Proxy, Shared};
+use crate::proxy::{Limits, Proxy, RouteTarget, Shared};
 use crate::signing::Signer;
 use crate::upstream::UpstreamClient;
 
@@ -35,30 +36,24 @@ impl App {
 /// The service stack handed to the server.
 pub type Service = RequestMetrics<Proxy>;
 
-/// A built proxy: the service and the background credential refresher.
+/// A built proxy: the service and its background tasks (one credential refresher per route,
+/// file reloaders).
 pub struct App {
     /// The HTTP service (proxy wrapped in request metrics).
     pub service: Service,
-    /// Cached credentials (readiness).
-    pub credentials: Arc<CredentialCache>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Set by the server when shutdown begins (readiness turns 503).
     pub draining: Arc<AtomicBool>,
-    refresher: JoinHandle<()>,
-    auth_reloader: Option<JoinHandle<()>>,
     /// Inbound TLS, if configured.
     pub tls: Option<Arc<crate::tls::TlsConfig>>,
-    tls_reloader: Option<JoinHandle<()>>,
+    /// Stopped when the app is dropped.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for App {
     fn drop(&mut self) {
-        self.refresher.abort();
-        for task in [&self.auth_reloader, &self.tls_reloader]
-            .into_iter()
-            .flatten()
-        {
+        for task in &self.tasks {
             task.abort();
         }
     }
@@ -85,30 +80,52 @@ impl App {
     ) -> Result<App, BuildError> {
         let metrics = Arc::new(Metrics::new());
         let draining = Arc::new(AtomicBool::new(false));
-        let (provider, description) = credentials_provider(config, sdk).await?;
-        let credentials = Arc::new(CredentialCache::new(clock.clone()));
-        let refresher =
-            CredentialRefresher::new(provider, credentials.clone(), metrics.clone(), description)
-                .spawn();
-        let auth = match &config.inbound_auth {
-            None => None,
-            Some(inbound) => Some(Arc::new(Authenticator::new(inbound).map_err(BuildError)?)),
-        };
-        let auth_reloader = auth.clone().map(Authenticator::spawn_reloader);
+        let mut tasks = Vec::new();
+        let global_auth = authenticator(&config.inbound_auth, &mut tasks)?;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        let mut paths = HashMap::new();
+        for route in &config.routes {
+            let (provider, description) = credentials_provider(route, config, sdk).await?;
+            let credentials = Arc::new(CredentialCache::new(clock.clone()));
+            let refresher = CredentialRefresher::new(
+                provider,
+                credentials.clone(),
+                metrics.clone(),
+                description,
+            )
+            .for_route(route.name)
+            .spawn();
+            let auth = match &route.inbound_auth {
+                Some(_) => authenticator(&route.inbound_auth, &mut tasks)?,
+                None => global_auth.clone(),
+            };
+            for p in &route.paths {
+                paths
+                    .entry(p.path.clone())
+                    .or_insert((routes.len(), p.label));
+            }
+            routes.push(RouteTarget {
+                name: route.name,
+                upstream: route.upstream.clone(),
+                signer: Signer::new(route.region.clone(), &route.upstream.path),
+                credentials,
+                auth,
+            });
+            tasks.push(refresher);
+        }
         let tls = match &config.tls {
             None => None,
             Some(files) => Some(Arc::new(
                 crate::tls::TlsConfig::load(files).map_err(BuildError)?,
             )),
         };
-        let tls_reloader = tls.clone().map(crate::tls::TlsConfig::spawn_reloader);
+        tasks.extend(tls.clone().map(crate::tls::TlsConfig::spawn_reloader));
         let client = UpstreamClient::new(&config.upstream_ca_certs)
             .map_err(|e| BuildError(e.to_string()))?;
         let proxy = Proxy::new(Shared {
-            upstream_target: config.upstream.clone(),
+            routes,
+            paths,
             client,
-            signer: Signer::new(config.region.clone(), &config.upstream.path),
-            credentials: credentials.clone(),
             metrics: metrics.clone(),
             max_body_size: config.max_body_size,
             clock,
@@ -116,7 +133,7 @@ impl App {
             retry_deadline: config.retry_deadline,
             throttle_status: config.throttle_status,
             draining: draining.clone(),
-            auth,
+            auth: global_auth,
             remote_write: Arc::new(config.remote_write.clone()),
             limits: Limits::new(
                 config.max_in_flight_requests,
@@ -127,25 +144,35 @@ impl App {
         let service = RequestMetricsLayer::new(metrics.clone()).layer(proxy);
         Ok(App {
             service,
-            credentials,
             metrics,
             draining,
-            refresher,
-            auth_reloader,
             tls,
-            tls_reloader,
+            tasks,
         })
     }
 }
 
-/// The SDK configuration for calls to STS: the SDK's region (where the proxy runs) if one is
-/// set, else the workspace's — a regional STS endpoint, never the global one by accident — and
-/// `--sts-endpoint` if given.
-pub fn sts_config(config: &Config, sdk: &SdkConfig) -> SdkConfig {
+/// An authenticator (and its file reloader, added to `tasks`) if `inbound` asks for one.
+fn authenticator(
+    inbound: &Option<crate::config::InboundAuth>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<Option<Arc<Authenticator>>, BuildError> {
+    let Some(inbound) = inbound else {
+        return Ok(None);
+    };
+    let auth = Arc::new(Authenticator::new(inbound).map_err(BuildError)?);
+    tasks.push(auth.clone().spawn_reloader());
+    Ok(Some(auth))
+}
+
+/// The SDK configuration for a route's calls to STS: the SDK's region (where the proxy runs)
+/// if one is set, else the route's workspace's — a regional STS endpoint, never the global one
+/// by accident — and `--sts-endpoint` if given.
+pub fn sts_config(route: &RouteConfig, config: &Config, sdk: &SdkConfig) -> SdkConfig {
     let sts_region = sdk
         .region()
         .cloned()
-        .unwrap_or_else(|| Region::new(config.region.clone()));
+        .unwrap_or_else(|| Region::new(route.region.clone()));
     let mut sts_conf = sdk.to_builder().region(sts_region);
     if let Some(endpoint) = &config.sts_endpoint {
         sts_conf = sts_conf.endpoint_url(endpoint.clone());
@@ -153,8 +180,10 @@ pub fn sts_config(config: &Config, sdk: &SdkConfig) -> SdkConfig {
     sts_conf.build()
 }
 
-/// The base chain, or AssumeRole on top of it; with a description for logs.
+/// A route's credentials: the base chain, or AssumeRole on top of it; with a description for
+/// logs.
 pub async fn credentials_provider(
+    route: &RouteConfig,
     config: &Config,
     sdk: &SdkConfig,
 ) -> Result<(SharedCredentialsProvider, String), BuildError> {
@@ -163,13 +192,13 @@ pub async fn credentials_provider(
             "no AWS credential provider configured (the default chain was not loaded)".into(),
         )
     })?;
-    let Some(role) = &config.role else {
+    let Some(role) = &route.role else {
         return Ok((base, "base credentials (default chain)".to_string()));
     };
     let mut builder = AssumeRoleProvider::builder(role.arn.clone())
         .session_name(role.session_name.clone())
         .session_length(role.session_duration)
-        .configure(&sts_config(config, sdk));
+        .configure(&sts_config(route, config, sdk));
     if let Some(id) = &role.external_id {
         builder = builder.external_id(id.clone());
     }

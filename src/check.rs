@@ -24,7 +24,7 @@ use http_body_util::Full;
 
 use crate::app::{credentials_provider, sts_config};
 use crate::body::BufferedBody;
-use crate::config::Config;
+use crate::config::{Config, RouteConfig};
 use crate::policies::{Policies, PoliciesArgs};
 use crate::signing::Signer;
 use crate::upstream::UpstreamClient;
@@ -79,9 +79,10 @@ impl Step {
 }
 
 /// Runs the steps in order, stopping at the first failure (later steps depend on it).
-pub async fn run(config: &Config, sdk: &SdkConfig) -> Vec<Step> {
+/// Checks one route.
+pub async fn run(route: &RouteConfig, config: &Config, sdk: &SdkConfig) -> Vec<Step> {
     let mut steps = Vec::new();
-    let sts_conf = sts_config(config, sdk);
+    let sts_conf = sts_config(route, config, sdk);
 
     // 1. Base credentials, and who they are.
     let Some(base) = sdk.credentials_provider() else {
@@ -140,7 +141,7 @@ pub async fn run(config: &Config, sdk: &SdkConfig) -> Vec<Step> {
     };
 
     // 2. AssumeRole, and 3. who we are then.
-    let signing_creds = match &config.role {
+    let signing_creds = match &route.role {
         None => {
             steps.push(Step::pass(
                 "assume role",
@@ -149,7 +150,7 @@ pub async fn run(config: &Config, sdk: &SdkConfig) -> Vec<Step> {
             base_creds
         }
         Some(role) => {
-            let provider = match credentials_provider(config, sdk).await {
+            let provider = match credentials_provider(route, config, sdk).await {
                 Ok((p, _)) => p,
                 Err(e) => {
                     steps.push(Step::fail("assume role", e.to_string(), "see the error"));
@@ -178,7 +179,7 @@ pub async fn run(config: &Config, sdk: &SdkConfig) -> Vec<Step> {
                 }
                 Err(e) => {
                     let error = one_line(&DisplayErrorContext(&e).to_string());
-                    let fix = assume_role_fix(config, &caller, &error);
+                    let fix = assume_role_fix(route, &caller, &error);
                     steps.push(Step::fail("assume role (Account A)", error, fix));
                     return steps;
                 }
@@ -187,7 +188,7 @@ pub async fn run(config: &Config, sdk: &SdkConfig) -> Vec<Step> {
     };
 
     // 4. A signed, empty remote-write request.
-    steps.push(remote_write_step(config, signing_creds, &caller).await);
+    steps.push(remote_write_step(route, config, signing_creds, &caller).await);
     steps
 }
 
@@ -219,8 +220,8 @@ fn provider_of(creds: &Credentials) -> String {
 
 /// What an AssumeRole failure means, and how to fix it. Only AccessDenied is about the IAM
 /// documents; the other refusals have other causes and are named as such.
-fn assume_role_fix(config: &Config, caller_arn: &str, error: &str) -> String {
-    let role = config.role.as_ref().expect("only called with a role");
+fn assume_role_fix(route: &RouteConfig, caller_arn: &str, error: &str) -> String {
+    let role = route.role.as_ref().expect("only called with a role");
     let mut fix = String::new();
     if error.contains("AccessDenied") {
         let _ = writeln!(
@@ -251,7 +252,7 @@ fn assume_role_fix(config: &Config, caller_arn: &str, error: &str) -> String {
                 );
             }
         }
-        if let Some(policies) = policies_for(config, caller_arn) {
+        if let Some(policies) = policies_for(route, caller_arn) {
             let _ = write!(
                 fix,
                 "The documents that make it work:\n{}",
@@ -289,12 +290,12 @@ fn assume_role_fix(config: &Config, caller_arn: &str, error: &str) -> String {
 }
 
 /// The `policies` documents for this configuration, when the ARNs can be derived.
-fn policies_for(config: &Config, caller_arn: &str) -> Option<Policies> {
-    let role = config.role.as_ref()?;
+fn policies_for(route: &RouteConfig, caller_arn: &str) -> Option<Policies> {
+    let role = route.role.as_ref()?;
     let account_a = role.arn.split(':').nth(4)?;
     let role_name = role.arn.rsplit('/').next()?;
     let partition = role.arn.split(':').nth(1)?;
-    let workspace = config
+    let workspace = route
         .upstream
         .path
         .strip_prefix("/workspaces/")
@@ -304,7 +305,7 @@ fn policies_for(config: &Config, caller_arn: &str) -> Option<Policies> {
         source_role_arn: role_arn_of(caller_arn),
         workspace_arn: format!(
             "arn:{partition}:aps:{}:{account_a}:workspace/{workspace}",
-            config.region
+            route.region
         ),
         external_id: role.external_id.clone(),
         role_name: role_name.to_string(),
@@ -328,7 +329,12 @@ fn role_arn_of(caller_arn: &str) -> String {
     caller_arn.to_string()
 }
 
-async fn remote_write_step(config: &Config, creds: Credentials, caller_arn: &str) -> Step {
+async fn remote_write_step(
+    route: &RouteConfig,
+    config: &Config,
+    creds: Credentials,
+    caller_arn: &str,
+) -> Step {
     let title = "signed remote-write to the workspace";
     let client = match UpstreamClient::new(&config.upstream_ca_certs) {
         Ok(c) => c,
@@ -339,8 +345,8 @@ async fn remote_write_step(config: &Config, creds: Credentials, caller_arn: &str
         Ok(b) => b,
         Err(e) => return Step::fail(title, e.to_string(), "internal error"),
     };
-    let mut req = crate::proxy::build_outbound(&config.upstream, &HeaderMap::new(), &body);
-    let signer = Signer::new(config.region.clone(), &config.upstream.path);
+    let mut req = crate::proxy::build_outbound(&route.upstream, &HeaderMap::new(), &body);
+    let signer = Signer::new(route.region.clone(), &route.upstream.path);
     if let Err(e) = signer.sign(
         &mut req,
         &Arc::new(creds),
@@ -349,7 +355,7 @@ async fn remote_write_step(config: &Config, creds: Credentials, caller_arn: &str
     ) {
         return Step::fail(title, e.to_string(), "internal error");
     }
-    let url = config.upstream.uri.to_string();
+    let url = route.upstream.uri.to_string();
     match client.send(req, config.upstream_timeout).await {
         Ok(answer) if answer.status.is_success() => {
             Step::pass(title, format!("{url} answered {}", answer.status.as_u16()))
@@ -360,11 +366,11 @@ async fn remote_write_step(config: &Config, creds: Credentials, caller_arn: &str
             let fix = match answer.status.as_u16() {
                 403 if body.contains("ignature") || body.contains("scoped") => format!(
                     "The workspace rejects the signature: check --region ({}) is the workspace's region.",
-                    config.region
+                    route.region
                 ),
                 403 => {
                     let mut fix = "The role is not allowed aps:RemoteWrite on this workspace: fix Account A's permission policy.\n".to_string();
-                    if let Some(p) = policies_for(config, caller_arn) {
+                    if let Some(p) = policies_for(route, caller_arn) {
                         let _ = write!(
                             fix,
                             "It should be:\n{}",
@@ -376,7 +382,7 @@ async fn remote_write_step(config: &Config, creds: Credentials, caller_arn: &str
                 }
                 404 => format!(
                     "No such workspace: check the workspace ID in --upstream-url and the region ({}).",
-                    config.region
+                    route.region
                 ),
                 _ => "Unexpected answer; see the body above.".to_string(),
             };

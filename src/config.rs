@@ -17,8 +17,8 @@ use rustls_pki_types::pem::PemObject;
 pub const EXIT_CONFIG_ERROR: u8 = 64;
 
 /// STS accepts session durations from 15 minutes to 12 hours (the role's own maximum may be lower).
-const MIN_SESSION_DURATION: Duration = Duration::from_secs(15 * 60);
-const MAX_SESSION_DURATION: Duration = Duration::from_secs(12 * 60 * 60);
+pub(crate) const MIN_SESSION_DURATION: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MAX_SESSION_DURATION: Duration = Duration::from_secs(12 * 60 * 60);
 /// STS `RoleSessionName`: 2 to 64 characters of `[\w+=,.@-]`.
 const SESSION_NAME_MAX: usize = 64;
 const SESSION_NAME_MIN: usize = 2;
@@ -32,13 +32,21 @@ const SESSION_NAME_PREFIX: &str = "amp-rw-proxy-";
 #[derive(Debug, Parser, Clone)]
 #[command(name = "amp-rw-proxy", version, about, long_about = None)]
 pub struct Cli {
+    /// Routes file (TOML): several workspaces, each with its own inbound path, upstream URL,
+    /// region, role, ExternalId, session name and inbound authentication (see the README).
+    /// Excludes --upstream-url, --region, --role-arn and --external-id; the other flags apply
+    /// to every route (--session-name and --session-duration as defaults).
+    #[arg(long, env = "AMP_RW_PROXY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Address to accept remote-write, /metrics and health checks on.
     #[arg(long, env = "AMP_RW_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
 
     /// Remote-write URL of the AMP workspace, as the console shows it:
     /// https://aps-workspaces.<region>.amazonaws.com/workspaces/<id>/api/v1/remote_write
-    /// (VPC endpoint and FIPS host names work; plain http:// only for local testing). Required.
+    /// (VPC endpoint and FIPS host names work; plain http:// only for local testing). Required
+    /// unless --config is given.
     #[arg(long, env = "AMP_RW_PROXY_UPSTREAM_URL")]
     pub upstream_url: Option<String>,
 
@@ -213,12 +221,9 @@ pub enum LogFormat {
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Where signed requests go.
-    pub upstream: UpstreamTarget,
-    /// Region the requests are signed for.
-    pub region: String,
-    /// Role to assume; `None` signs with the base credentials.
-    pub role: Option<RoleConfig>,
+    /// Where requests go and how they are signed: the one route the flags describe, or the
+    /// routes of `--config`. Never empty.
+    pub routes: Vec<RouteConfig>,
     /// STS endpoint override.
     pub sts_endpoint: Option<String>,
     /// Largest accepted request body, bytes.
@@ -247,12 +252,43 @@ pub struct Config {
     pub client_header_timeout: Duration,
     /// Body read timeout.
     pub client_body_timeout: Duration,
-    /// Inbound authentication, if required.
+    /// Inbound authentication for every route without its own, if required.
     pub inbound_auth: Option<InboundAuth>,
     /// Inbound TLS, if enabled.
     pub tls: Option<crate::tls::TlsFiles>,
     /// Payload handling: validation, decoded-size limit, external labels.
     pub remote_write: crate::remote_write::Settings,
+}
+
+/// Name of the route the flags describe (the `route` label of metrics).
+pub const DEFAULT_ROUTE: &str = "default";
+
+/// One destination: the inbound paths it answers on, the workspace, and how to sign for it.
+/// Each route has its own credential cache.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// The `route` label of metrics and the `route` field of log lines.
+    pub name: &'static str,
+    /// Inbound paths accepted for remote-write, each with its `path` metric label.
+    pub paths: Vec<RoutePath>,
+    /// Where signed requests go.
+    pub upstream: UpstreamTarget,
+    /// Region the requests are signed for.
+    pub region: String,
+    /// Role to assume; `None` signs with the base credentials.
+    pub role: Option<RoleConfig>,
+    /// This route's own inbound authentication; `None` means the global one (if any).
+    pub inbound_auth: Option<InboundAuth>,
+}
+
+/// An inbound path and its `path` metric label. Labels are `&'static str` so that recording a
+/// metric never allocates; routes-file names and paths are leaked once at startup for that.
+#[derive(Debug, Clone)]
+pub struct RoutePath {
+    /// The exact inbound path.
+    pub path: String,
+    /// Its metric label.
+    pub label: &'static str,
 }
 
 /// How senders must authenticate to the proxy.
@@ -361,35 +397,6 @@ impl Config {
                 .parse::<SocketAddr>()
                 .map_err(|e| format!("--listen {:?}: {e} (expected IP:PORT)", cli.listen)),
         );
-        let upstream = errors.check(match non_empty(&cli.upstream_url) {
-            None => Err("--upstream-url is required (the workspace's remote-write URL, \
-                 e.g. https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-.../api/v1/remote_write)"
-                .to_string()),
-            Some(url) => parse_upstream(url),
-        });
-        let region = match non_empty(&cli.region) {
-            Some(r) => errors.check(validate_region(r).map(|_| r.to_string())),
-            None => {
-                let inferred = upstream
-                    .as_ref()
-                    .and_then(|u| u.uri.host())
-                    .and_then(region_from_host);
-                match inferred.or_else(|| env.aws_region.clone()) {
-                    Some(r) => Some(r),
-                    None => {
-                        // Only worth a separate message when the URL itself was fine.
-                        if upstream.is_some() {
-                            errors.check(Err::<(), _>(
-                                "--region is required: it cannot be inferred from the upstream host \
-                                 and AWS_REGION is not set"
-                                    .to_string(),
-                            ));
-                        }
-                        None
-                    }
-                }
-            }
-        };
         let session_duration =
             errors.check(parse_duration("--session-duration", &cli.session_duration));
         if let Some(d) = session_duration {
@@ -401,21 +408,40 @@ impl Config {
             }
         }
         let session_name = match non_empty(&cli.session_name) {
-            Some(name) => errors.check(validate_session_name(name).map(|_| name.to_string())),
+            Some(name) => errors
+                .check(validate_session_name("--session-name", name).map(|_| name.to_string())),
             None => Some(default_session_name(&env.hostname)),
         };
-        let role_arn =
-            non_empty(&cli.role_arn).and_then(|arn| errors.check(validate_role_arn(arn)));
-        let external_id = non_empty(&cli.external_id).map(str::to_string);
-        if let Some(id) = &external_id {
-            errors.check(validate_external_id(id));
-            if cli.role_arn.is_none() {
-                errors.check(Err::<(), _>(
-                    "--external-id is set but --role-arn is not: an ExternalId only applies to AssumeRole"
-                        .to_string(),
-                ));
+        let routes = match &cli.config {
+            Some(file) => {
+                for (flag, set) in [
+                    ("--upstream-url", cli.upstream_url.is_some()),
+                    ("--region", cli.region.is_some()),
+                    ("--role-arn", cli.role_arn.is_some()),
+                    ("--external-id", cli.external_id.is_some()),
+                ] {
+                    if set {
+                        errors.check(Err::<(), _>(format!(
+                            "{flag} and --config exclude each other: with a routes file, set it \
+                             on each route"
+                        )));
+                    }
+                }
+                let defaults = crate::routes::RouteDefaults {
+                    session_name: session_name.clone(),
+                    session_duration,
+                    aws_region: env.aws_region.clone(),
+                };
+                crate::routes::load(file, &defaults, &mut errors.0)
             }
-        }
+            None => flags_route(
+                cli,
+                env,
+                session_name.clone(),
+                session_duration,
+                &mut errors,
+            ),
+        };
         let sts_endpoint = non_empty(&cli.sts_endpoint).and_then(|u| {
             errors.check(match u.parse::<Uri>() {
                 Ok(uri)
@@ -546,17 +572,9 @@ impl Config {
             return Err(ConfigErrors(errors.0));
         }
         // Every value below is `Some`: each `None` pushed an error above.
-        let role = role_arn.map(|arn| RoleConfig {
-            arn,
-            external_id,
-            session_name: session_name.expect("validated"),
-            session_duration: session_duration.expect("validated"),
-        });
         Ok(Config {
             listen: listen.expect("validated"),
-            upstream: upstream.expect("validated"),
-            region: region.expect("validated"),
-            role,
+            routes: routes.expect("validated"),
             sts_endpoint,
             max_body_size: max_body_size.expect("validated"),
             upstream_timeout: upstream_timeout.expect("validated"),
@@ -582,41 +600,155 @@ impl Config {
     }
 }
 
+/// The single route the flags describe: the workspace of `--upstream-url`, answered on the
+/// standard write paths and on the upstream's own path.
+fn flags_route(
+    cli: &Cli,
+    env: &Environment,
+    session_name: Option<String>,
+    session_duration: Option<Duration>,
+    errors: &mut ErrorList,
+) -> Option<Vec<RouteConfig>> {
+    let upstream = errors.check(match non_empty(&cli.upstream_url) {
+            None => Err("--upstream-url (or --config) is required (the workspace's remote-write URL, \
+                 e.g. https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-.../api/v1/remote_write)"
+                .to_string()),
+            Some(url) => parse_upstream("--upstream-url", url),
+        });
+    let region = match non_empty(&cli.region) {
+        Some(r) => errors.check(validate_region("--region", r).map(|_| r.to_string())),
+        None => {
+            let inferred = upstream
+                .as_ref()
+                .and_then(|u| u.uri.host())
+                .and_then(region_from_host);
+            match inferred.or_else(|| env.aws_region.clone()) {
+                Some(r) => Some(r),
+                None => {
+                    // Only worth a separate message when the URL itself was fine.
+                    if upstream.is_some() {
+                        errors.check(Err::<(), _>(
+                            "--region is required: it cannot be inferred from the upstream host \
+                                 and AWS_REGION is not set"
+                                .to_string(),
+                        ));
+                    }
+                    None
+                }
+            }
+        }
+    };
+    let role_arn =
+        non_empty(&cli.role_arn).and_then(|arn| errors.check(validate_role_arn("--role-arn", arn)));
+    let external_id = non_empty(&cli.external_id).map(str::to_string);
+    if let Some(id) = &external_id {
+        errors.check(validate_external_id("--external-id", id));
+        if cli.role_arn.is_none() {
+            errors.check(Err::<(), _>(
+                    "--external-id is set but --role-arn is not: an ExternalId only applies to AssumeRole"
+                        .to_string(),
+                ));
+        }
+    }
+    let upstream = upstream?;
+    let role = match role_arn {
+        Some(arn) => Some(RoleConfig {
+            arn,
+            external_id,
+            session_name: session_name?,
+            session_duration: session_duration?,
+        }),
+        None => None,
+    };
+    let mut paths: Vec<RoutePath> = crate::proxy::WRITE_PATHS
+        .iter()
+        .map(|p| RoutePath {
+            path: p.to_string(),
+            label: p,
+        })
+        .collect();
+    if !paths.iter().any(|p| p.path == upstream.path) {
+        paths.push(RoutePath {
+            path: upstream.path.clone(),
+            label: "upstream_path",
+        });
+    }
+    Some(vec![RouteConfig {
+        name: DEFAULT_ROUTE,
+        paths,
+        region: region?,
+        upstream,
+        role,
+        inbound_auth: None,
+    }])
+}
+
 fn inbound_auth(cli: &Cli) -> Result<Option<InboundAuth>, String> {
-    let user = non_empty(&cli.inbound_basic_auth_user);
-    match (
-        &cli.inbound_bearer_token_file,
-        user,
-        &cli.inbound_basic_auth_password_file,
-    ) {
+    inbound_auth_from(
+        &AuthKeys::FLAGS,
+        cli.inbound_bearer_token_file.as_deref(),
+        non_empty(&cli.inbound_basic_auth_user),
+        cli.inbound_basic_auth_password_file.as_deref(),
+    )
+}
+
+/// How the inbound-auth settings are called where they were given (flags or a routes file),
+/// so messages name what the user wrote.
+pub(crate) struct AuthKeys {
+    pub bearer: &'static str,
+    pub user: &'static str,
+    pub password: &'static str,
+    /// Prefix of every message (e.g. `routes.toml:12: `).
+    pub at: String,
+}
+
+impl AuthKeys {
+    const FLAGS: AuthKeys = AuthKeys {
+        bearer: "--inbound-bearer-token-file",
+        user: "--inbound-basic-auth-user",
+        password: "--inbound-basic-auth-password-file",
+        at: String::new(),
+    };
+}
+
+/// Validates one inbound-auth setting: bearer token file, or basic-auth user and password
+/// file; each file must be readable now.
+pub(crate) fn inbound_auth_from(
+    keys: &AuthKeys,
+    bearer: Option<&std::path::Path>,
+    user: Option<&str>,
+    password: Option<&std::path::Path>,
+) -> Result<Option<InboundAuth>, String> {
+    let AuthKeys {
+        bearer: bearer_key,
+        user: user_key,
+        password: password_key,
+        at,
+    } = keys;
+    match (bearer, user, password) {
         (None, None, None) => Ok(None),
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(
-            "--inbound-bearer-token-file and --inbound-basic-auth-* are exclusive: choose one"
-                .to_string(),
-        ),
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(format!(
+            "{at}{bearer_key} and {user_key}/{password_key} are exclusive: choose one"
+        )),
         (Some(file), None, None) => {
             crate::auth::read_secret_file(file)
-                .map_err(|e| format!("--inbound-bearer-token-file {}: {e}", file.display()))?;
+                .map_err(|e| format!("{at}{bearer_key} {}: {e}", file.display()))?;
             Ok(Some(InboundAuth::Bearer {
-                token_file: file.clone(),
+                token_file: file.to_path_buf(),
             }))
         }
         (None, Some(user), Some(file)) => {
             if user.contains(':') {
-                return Err("--inbound-basic-auth-user must not contain ':'".to_string());
+                return Err(format!("{at}{user_key} must not contain ':'"));
             }
-            crate::auth::read_secret_file(file).map_err(|e| {
-                format!("--inbound-basic-auth-password-file {}: {e}", file.display())
-            })?;
+            crate::auth::read_secret_file(file)
+                .map_err(|e| format!("{at}{password_key} {}: {e}", file.display()))?;
             Ok(Some(InboundAuth::Basic {
                 user: user.to_string(),
-                password_file: file.clone(),
+                password_file: file.to_path_buf(),
             }))
         }
-        _ => Err(
-            "--inbound-basic-auth-user and --inbound-basic-auth-password-file go together"
-                .to_string(),
-        ),
+        _ => Err(format!("{at}{user_key} and {password_key} go together")),
     }
 }
 
@@ -665,8 +797,8 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-fn parse_upstream(url: &str) -> Result<UpstreamTarget, String> {
-    let err = |why: &str| format!("--upstream-url {url:?}: {why}");
+pub(crate) fn parse_upstream(what: &str, url: &str) -> Result<UpstreamTarget, String> {
+    let err = |why: &str| format!("{what} {url:?}: {why}");
     let uri: Uri = url.parse().map_err(|e| err(&format!("not a URL ({e})")))?;
     let plaintext = match uri.scheme_str() {
         Some("https") => false,
@@ -724,10 +856,10 @@ pub fn region_from_host(host: &str) -> Option<String> {
     let is_aws = rest.first().is_some_and(|l| *l == "amazonaws")
         || (rest.first().is_some_and(|l| *l == "vpce")
             && rest.get(1).is_some_and(|l| *l == "amazonaws"));
-    (is_aws && validate_region(region).is_ok()).then(|| region.to_ascii_lowercase())
+    (is_aws && validate_region("region", region).is_ok()).then(|| region.to_ascii_lowercase())
 }
 
-fn validate_region(region: &str) -> Result<(), String> {
+pub(crate) fn validate_region(what: &str, region: &str) -> Result<(), String> {
     // e.g. us-east-1, eu-central-2, us-gov-west-1, cn-north-1, ap-southeast-5
     let parts: Vec<&str> = region.split('-').collect();
     let ok = parts.len() >= 3
@@ -741,12 +873,12 @@ fn validate_region(region: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "--region {region:?}: not an AWS region name (e.g. us-east-1)"
+            "{what} {region:?}: not an AWS region name (e.g. us-east-1)"
         ))
     }
 }
 
-fn validate_role_arn(arn: &str) -> Result<String, String> {
+pub(crate) fn validate_role_arn(what: &str, arn: &str) -> Result<String, String> {
     // arn:<partition>:iam::<12-digit account>:role/<path/name>
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let ok = parts.len() == 6
@@ -763,12 +895,12 @@ fn validate_role_arn(arn: &str) -> Result<String, String> {
         Ok(arn.to_string())
     } else {
         Err(format!(
-            "--role-arn {arn:?}: expected arn:aws:iam::<12-digit account id>:role/<name>"
+            "{what} {arn:?}: expected arn:aws:iam::<12-digit account id>:role/<name>"
         ))
     }
 }
 
-fn validate_external_id(id: &str) -> Result<(), String> {
+pub(crate) fn validate_external_id(what: &str, id: &str) -> Result<(), String> {
     // STS: 2-1224 characters of [\w+=,.@:/-].
     let ok = (2..=1224).contains(&id.len())
         && id
@@ -777,10 +909,9 @@ fn validate_external_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(
-            "--external-id: must be 2 to 1224 characters of A-Z a-z 0-9 _ + = , . @ : / -"
-                .to_string(),
-        )
+        Err(format!(
+            "{what}: must be 2 to 1224 characters of A-Z a-z 0-9 _ + = , . @ : / -"
+        ))
     }
 }
 
@@ -788,14 +919,14 @@ fn is_session_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)
 }
 
-fn validate_session_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_session_name(what: &str, name: &str) -> Result<(), String> {
     if (SESSION_NAME_MIN..=SESSION_NAME_MAX).contains(&name.len())
         && name.chars().all(is_session_name_char)
     {
         Ok(())
     } else {
         Err(format!(
-            "--session-name {name:?}: must be 2 to 64 characters of A-Z a-z 0-9 _ + = , . @ -"
+            "{what} {name:?}: must be 2 to 64 characters of A-Z a-z 0-9 _ + = , . @ -"
         ))
     }
 }
@@ -817,7 +948,7 @@ pub fn default_session_name(hostname: &str) -> String {
     format!("{SESSION_NAME_PREFIX}{tail}")
 }
 
-fn parse_duration(flag: &str, value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(flag: &str, value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim())
         .map_err(|e| format!("{flag} {value:?}: {e} (expected e.g. 30s, 15m, 1h)"))
 }
@@ -925,8 +1056,8 @@ mod tests {
     fn minimal_config_uses_documented_defaults() {
         let c = Config::from_cli(&cli(&["--upstream-url", URL]), &env()).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(c.region, "eu-west-1");
-        assert!(c.role.is_none());
+        assert_eq!(c.routes[0].region, "eu-west-1");
+        assert!(c.routes[0].role.is_none());
         assert_eq!(c.max_body_size, 32 << 20);
         assert_eq!(c.upstream_timeout, Duration::from_secs(30));
         assert_eq!(c.shutdown_grace, Duration::from_secs(25));
@@ -937,9 +1068,12 @@ mod tests {
         assert_eq!(c.max_in_flight_bytes, 64 << 20);
         assert_eq!(c.client_header_timeout, Duration::from_secs(30));
         assert_eq!(c.client_body_timeout, Duration::from_secs(30));
-        assert_eq!(c.upstream.path, "/workspaces/ws-1/api/v1/remote_write");
         assert_eq!(
-            c.upstream.host_header,
+            c.routes[0].upstream.path,
+            "/workspaces/ws-1/api/v1/remote_write"
+        );
+        assert_eq!(
+            c.routes[0].upstream.host_header,
             "aps-workspaces.eu-west-1.amazonaws.com"
         );
     }
@@ -956,7 +1090,7 @@ mod tests {
             &env(),
         )
         .unwrap();
-        let role = c.role.unwrap();
+        let role = c.routes[0].role.clone().unwrap();
         assert_eq!(role.session_name, "amp-rw-proxy-host-1");
         assert_eq!(role.session_duration, Duration::from_secs(3600));
     }
@@ -1003,7 +1137,7 @@ mod tests {
             hostname: "h".into(),
         };
         assert_eq!(
-            Config::from_cli(&cli(&local), &e).unwrap().region,
+            Config::from_cli(&cli(&local), &e).unwrap().routes[0].region,
             "ap-south-1"
         );
         let errs = Config::from_cli(&cli(&local), &env()).unwrap_err();
@@ -1014,15 +1148,15 @@ mod tests {
             &env(),
         )
         .unwrap();
-        assert_eq!(c.region, "us-west-2");
+        assert_eq!(c.routes[0].region, "us-west-2");
     }
 
     #[test]
     fn upstream_url_is_normalised_and_checked() {
-        let ok = parse_upstream("https://h.example:443/p").unwrap();
+        let ok = parse_upstream("--upstream-url", "https://h.example:443/p").unwrap();
         assert_eq!(ok.host_header, "h.example");
         assert_eq!(ok.uri.to_string(), "https://h.example/p");
-        let port = parse_upstream("http://127.0.0.1:9000").unwrap();
+        let port = parse_upstream("--upstream-url", "http://127.0.0.1:9000").unwrap();
         assert_eq!(port.host_header, "127.0.0.1:9000");
         assert_eq!(port.path, "/");
         assert!(port.plaintext);
@@ -1033,7 +1167,10 @@ mod tests {
             "https://h/p?x=1",
             "not a url",
         ] {
-            assert!(parse_upstream(bad).is_err(), "{bad} accepted");
+            assert!(
+                parse_upstream("--upstream-url", bad).is_err(),
+                "{bad} accepted"
+            );
         }
     }
 
@@ -1055,7 +1192,7 @@ mod tests {
             name.ends_with("-long-name-0"),
             "keeps the distinguishing suffix: {name}"
         );
-        assert!(validate_session_name(&name).is_ok());
+        assert!(validate_session_name("--session-name", &name).is_ok());
         assert_eq!(default_session_name(""), "amp-rw-proxy-unknown");
     }
 
@@ -1301,5 +1438,86 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("very-private-id"));
+    }
+
+    #[test]
+    fn the_flags_describe_one_route_on_the_standard_paths_and_the_upstream_path() {
+        let c = Config::from_cli(&cli(&["--upstream-url", URL]), &env()).unwrap();
+        assert_eq!(c.routes.len(), 1);
+        let r = &c.routes[0];
+        assert_eq!(r.name, DEFAULT_ROUTE);
+        let paths: Vec<(&str, &str)> = r.paths.iter().map(|p| (p.path.as_str(), p.label)).collect();
+        assert_eq!(
+            paths,
+            [
+                ("/api/v1/write", "/api/v1/write"),
+                ("/api/v1/remote_write", "/api/v1/remote_write"),
+                ("/workspaces/ws-1/api/v1/remote_write", "upstream_path"),
+            ]
+        );
+        // An upstream path equal to a standard one is not listed twice.
+        let local = Config::from_cli(
+            &cli(&[
+                "--upstream-url",
+                "http://127.0.0.1:9/api/v1/write",
+                "--region",
+                "us-east-1",
+            ]),
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(local.routes[0].paths.len(), 2);
+    }
+
+    #[test]
+    fn a_routes_file_excludes_the_route_flags_and_its_errors_join_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.toml");
+        std::fs::write(
+            &file,
+            "[[route]]\nname = \"a\"\npath = \"/a\"\nupstream_url = \"https://x\"\nrole_arn = \"nope\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let errs = Config::from_cli(
+            &cli(&[
+                "--config",
+                f,
+                "--upstream-url",
+                URL,
+                "--role-arn",
+                "x",
+                "--log-format",
+                "xml",
+            ]),
+            &env(),
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        assert!(
+            all.contains("--upstream-url and --config exclude each other"),
+            "{all}"
+        );
+        assert!(
+            all.contains("--role-arn and --config exclude each other"),
+            "{all}"
+        );
+        assert!(all.contains("--log-format"), "{all}");
+        assert!(
+            all.contains(&format!("{f}:5:12: role_arn \"nope\"")),
+            "{all}"
+        );
+        assert!(
+            all.contains(&format!("{f}:4:16: region is required")),
+            "{all}"
+        );
+        assert_eq!(errs.0.len(), 5, "{all}");
+
+        let missing =
+            Config::from_cli(&cli(&["--config", "/nonexistent/routes.toml"]), &env()).unwrap_err();
+        assert!(
+            missing.0[0].starts_with("--config /nonexistent/routes.toml: "),
+            "{missing}"
+        );
     }
 }

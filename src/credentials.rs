@@ -172,6 +172,8 @@ pub struct CredentialRefresher {
     metrics: Arc<Metrics>,
     /// What is being fetched, for logs: the role ARN or "base credentials".
     description: String,
+    /// The route these credentials sign for (metrics label and log field).
+    route: &'static str,
 }
 
 impl CredentialRefresher {
@@ -187,7 +189,14 @@ impl CredentialRefresher {
             cache,
             metrics,
             description: description.into(),
+            route: crate::config::DEFAULT_ROUTE,
         }
+    }
+
+    /// Names the route these credentials are for, in metrics and logs (default: `default`).
+    pub fn for_route(mut self, route: &'static str) -> Self {
+        self.route = route;
+        self
     }
 
     /// Starts fetching now and keeps refreshing until the task is aborted.
@@ -235,7 +244,8 @@ impl CredentialRefresher {
                         let since = clock.now().duration_since(fetched_at).unwrap_or_default();
                         if since >= MIN_FORCED_REFRESH_INTERVAL {
                             tracing::info!(
-                                credentials = %self.description,
+                                route = self.route,
+                        credentials = %self.description,
                                 "refreshing credentials early: the upstream reported them expired"
                             );
                             return;
@@ -257,22 +267,27 @@ impl CredentialRefresher {
                 FETCH_TIMEOUT.as_secs()
             )),
         };
-        self.metrics.record_refresh(result.is_ok());
+        self.metrics.record_refresh(self.route, result.is_ok());
         match result {
             Ok(creds) => {
                 let expiry = creds.expiry();
                 let expiry_unix = expiry
                     .and_then(|e| e.duration_since(UNIX_EPOCH).ok())
                     .map_or(0.0, |d| d.as_secs_f64());
-                self.metrics.credentials_expiry.set(expiry_unix);
+                self.metrics
+                    .credentials_expiry
+                    .get_or_create(&crate::metrics::RouteLabels { route: self.route })
+                    .set(expiry_unix);
                 match expiry {
                     Some(e) => tracing::info!(
+                        route = self.route,
                         credentials = %self.description,
                         expires_at = %humantime::format_rfc3339_seconds(e),
                         "obtained AWS credentials"
                     ),
                     None => {
-                        tracing::info!(credentials = %self.description, "obtained AWS credentials (no expiry)")
+                        tracing::info!(route = self.route,
+                        credentials = %self.description, "obtained AWS credentials (no expiry)")
                     }
                 }
                 // `Credentials`' Debug/Display redact the secret and token; only metadata is logged.
@@ -282,7 +297,8 @@ impl CredentialRefresher {
             Err(reason) => {
                 let still_valid = self.cache.get().is_ok();
                 tracing::warn!(
-                    credentials = %self.description,
+                    route = self.route,
+                        credentials = %self.description,
                     still_serving = still_valid,
                     error = %reason,
                     "failed to obtain AWS credentials; will retry"

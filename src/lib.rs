@@ -24,6 +24,7 @@ pub mod policies;
 pub mod proxy;
 pub mod remote_write;
 pub mod retry;
+pub mod routes;
 pub mod server;
 pub mod signing;
 pub mod telemetry;

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     let shutdown = server::shutdown_signal();
-    let sdk = amp_rw_proxy::load_aws_config(&config.region).await;
+    let sdk = amp_rw_proxy::load_aws_config(&config.routes[0].region).await;
     let app = match App::build(&config, &sdk).await {
         Ok(app) => app,
         Err(e) => {
@@ -76,19 +76,28 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     let listen = listener.local_addr().unwrap_or(config.listen);
-    if config.upstream.plaintext {
-        tracing::warn!(
-            "upstream is plain http://: requests and signatures travel unencrypted (testing only)"
+    for route in &config.routes {
+        if route.upstream.plaintext {
+            tracing::warn!(
+                route = route.name,
+                "upstream is plain http://: requests and signatures travel unencrypted (testing only)"
+            );
+        }
+        tracing::info!(
+            route = route.name,
+            paths = %route.paths.iter().map(|p| p.path.as_str()).collect::<Vec<_>>().join(" "),
+            upstream_host = %route.upstream.host_header.to_str().unwrap_or("?"),
+            upstream_path = %route.upstream.path,
+            region = %route.region,
+            role_arn = route.role.as_ref().map_or("none (base credentials)", |r| r.arn.as_str()),
+            inbound_auth = route.inbound_auth.is_some() || config.inbound_auth.is_some(),
+            "serving route"
         );
     }
     tracing::info!(
         %listen,
-        upstream_host = %config.upstream.host_header.to_str().unwrap_or("?"),
-        upstream_path = %config.upstream.path,
-        region = %config.region,
-        role_arn = config.role.as_ref().map_or("none (base credentials)", |r| r.arn.as_str()),
+        routes = config.routes.len(),
         tls = config.tls.is_some(),
-        inbound_auth = config.inbound_auth.is_some(),
         version = env!("CARGO_PKG_VERSION"),
         "amp-rw-proxy listening"
     );
@@ -150,17 +159,22 @@ fn check(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let steps = runtime.block_on(async {
-        let sdk = amp_rw_proxy::load_aws_config(&config.region).await;
-        amp_rw_proxy::check::run(&config, &sdk).await
-    });
+    let sdk = runtime.block_on(amp_rw_proxy::load_aws_config(&config.routes[0].region));
     let mut out = std::io::stdout().lock();
-    for step in &steps {
-        let _ = write!(out, "{}", step.render());
+    let mut all_passed = true;
+    for route in &config.routes {
+        if config.routes.len() > 1 {
+            let _ = writeln!(out, "route {}:", route.name);
+        }
+        let steps = runtime.block_on(amp_rw_proxy::check::run(route, &config, &sdk));
+        for step in &steps {
+            let _ = write!(out, "{}", step.render());
+        }
+        // Four steps with a role, three without: all must be there and passed.
+        let expected = if route.role.is_some() { 4 } else { 3 };
+        all_passed &= steps.len() == expected && steps.iter().all(|s| s.ok);
     }
-    // Four steps with a role, three without: all must be there and passed.
-    let expected = if config.role.is_some() { 4 } else { 3 };
-    if steps.len() == expected && steps.iter().all(|s| s.ok) {
+    if all_passed {
         let _ = writeln!(out, "all checks passed");
         ExitCode::SUCCESS
     } else {

@@ -14,7 +14,9 @@ use prometheus_client::registry::Registry;
 /// (never the raw inbound path, so a scanner cannot blow up the series count).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// Route label.
+    /// Name of the route (see [`RouteLabels`]); empty for the proxy's own endpoints.
+    pub route: &'static str,
+    /// Path label.
     pub path: &'static str,
     /// HTTP status code sent to the client.
     pub code: u16,
@@ -23,6 +25,8 @@ pub struct RequestLabels {
 /// Labels of `amp_rw_proxy_credential_refreshes_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefreshLabels {
+    /// Route whose credentials these are.
+    pub route: &'static str,
     /// `success` or `failure`.
     pub result: &'static str,
 }
@@ -30,8 +34,25 @@ pub struct RefreshLabels {
 /// Labels of the retry metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
+    /// Route.
+    pub route: &'static str,
     /// A [`crate::retry::RetryReason`] label.
     pub reason: &'static str,
+}
+
+/// The `route` label: `default` for the route the flags describe, else the name given in the
+/// routes file (a fixed set, from configuration).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route name.
+    pub route: &'static str,
+}
+
+/// A histogram family keyed by route.
+pub type RouteHistogram = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn upstream_latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 /// Labels of `amp_rw_proxy_overload_rejections_total`.
@@ -44,6 +65,8 @@ pub struct LimitLabels {
 /// Labels of the remote-write accounting counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PayloadLabels {
+    /// Route.
+    pub route: &'static str,
     /// Protocol version: `1.0` or `2.0`.
     pub version: &'static str,
     /// `forwarded` (the upstream answered 2xx) or `rejected` (refused by `--validate` or an
@@ -54,6 +77,8 @@ pub struct PayloadLabels {
 /// Labels of `amp_rw_proxy_remote_write_uncounted_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
+    /// Route.
+    pub route: &'static str,
     /// Protocol version: `1.0` or `2.0`.
     pub version: &'static str,
 }
@@ -81,11 +106,16 @@ impl PayloadMetrics {
     /// Adds one request's counts.
     pub fn record(
         &self,
+        route: &'static str,
         version: &'static str,
         outcome: &'static str,
         counts: &crate::remote_write::Counts,
     ) {
-        let l = PayloadLabels { version, outcome };
+        let l = PayloadLabels {
+            route,
+            version,
+            outcome,
+        };
         self.requests.get_or_create(&l).inc();
         self.series.get_or_create(&l).inc_by(counts.series);
         self.samples.get_or_create(&l).inc_by(counts.samples);
@@ -149,18 +179,18 @@ pub struct Metrics {
     registry: Registry,
     /// Requests answered, by route and status code.
     pub requests: Family<RequestLabels, Counter>,
-    /// Request body bytes received on write routes.
-    pub request_bytes: Counter,
-    /// Body bytes sent upstream.
-    pub forwarded_bytes: Counter,
-    /// Time from sending upstream to having its whole (bounded) answer.
-    pub upstream_latency: Histogram,
+    /// Request body bytes received on write routes, by route.
+    pub request_bytes: Family<RouteLabels, Counter>,
+    /// Body bytes sent upstream, by route.
+    pub forwarded_bytes: Family<RouteLabels, Counter>,
+    /// Time from sending upstream to having its whole (bounded) answer, by route.
+    pub upstream_latency: RouteHistogram,
     /// Requests being handled right now.
     pub in_flight: Gauge,
-    /// Credential fetches, by result.
+    /// Credential fetches, by route and result.
     pub credential_refreshes: Family<RefreshLabels, Counter>,
-    /// Unix time at which the current credentials expire (0 = none or no expiry).
-    pub credentials_expiry: Gauge<f64, AtomicU64>,
+    /// Unix time at which a route's current credentials expire (0 = none or no expiry).
+    pub credentials_expiry: Family<RouteLabels, Gauge<f64, AtomicU64>>,
     /// Upstream attempts retried, by reason.
     pub upstream_retries: Family<RetryLabels, Counter>,
     /// Requests answered after the retry deadline with a retryable outcome, by reason.
@@ -188,19 +218,20 @@ impl Metrics {
             "Requests answered, by route and status code",
             requests.clone(),
         );
-        let request_bytes = Counter::default();
+        let request_bytes = Family::<RouteLabels, Counter>::default();
         registry.register(
             "request_bytes",
             "Request body bytes received on write routes",
             request_bytes.clone(),
         );
-        let forwarded_bytes = Counter::default();
+        let forwarded_bytes = Family::<RouteLabels, Counter>::default();
         registry.register(
             "forwarded_bytes",
             "Request body bytes sent upstream",
             forwarded_bytes.clone(),
         );
-        let upstream_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let upstream_latency: RouteHistogram =
+            Family::new_with_constructor(upstream_latency_histogram);
         registry.register(
             "upstream_request_duration_seconds",
             "Upstream exchange duration in seconds (send to full answer)",
@@ -218,7 +249,7 @@ impl Metrics {
             "Credential fetches (AssumeRole or base chain), by result",
             credential_refreshes.clone(),
         );
-        let credentials_expiry = Gauge::<f64, AtomicU64>::default();
+        let credentials_expiry = Family::<RouteLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "credentials_expiry_timestamp_seconds",
             "Unix time at which the current signing credentials expire (0 if none or no expiry)",
@@ -275,11 +306,11 @@ impl Metrics {
         out
     }
 
-    /// Records one credential fetch.
-    pub fn record_refresh(&self, ok: bool) {
+    /// Records one credential fetch for `route`.
+    pub fn record_refresh(&self, route: &'static str, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.credential_refreshes
-            .get_or_create(&RefreshLabels { result })
+            .get_or_create(&RefreshLabels { route, result })
             .inc();
     }
 }
@@ -351,14 +382,15 @@ where
         Box::pin(async move {
             let result = fut.await;
             if let Ok(resp) = &result {
-                let path = resp
+                let (route, path) = resp
                     .extensions()
                     .get::<crate::proxy::Route>()
-                    .map_or("unmatched", |r| r.label());
+                    .map_or(("", "unmatched"), |r| (r.route_name(), r.label()));
                 guard
                     .0
                     .requests
                     .get_or_create(&RequestLabels {
+                        route,
                         path,
                         code: resp.status().as_u16(),
                     })

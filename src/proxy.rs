@@ -3,6 +3,7 @@
 //! Remote-write 1.0/2.0 spec: <https://prometheus.io/docs/specs/prw/remote_write_spec/> and
 //! <https://prometheus.io/docs/specs/prw/remote_write_spec_2_0/>.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +22,7 @@ use crate::config::UpstreamTarget;
 use crate::credentials::{Clock, CredentialCache};
 use crate::error::{ProxyError, ResponseBody};
 use crate::metrics::Metrics;
-use crate::metrics::{LimitLabels, RetryLabels};
+use crate::metrics::{LimitLabels, RetryLabels, RouteLabels};
 use crate::remote_write::{self, Counts, Outcome, Protocol};
 use crate::retry::{self, RetryReason, Verdict};
 use crate::signing::Signer;
@@ -41,12 +42,19 @@ const REMOTE_WRITE_VERSION: header::HeaderName =
 const PROTOBUF: &str = "application/x-protobuf";
 const SNAPPY: &str = "snappy";
 
-/// Which route a request hit; also the `path` label of the request metrics (a fixed set, so a
-/// scanner cannot create series).
+/// Which route a request hit; also the `route` and `path` labels of the request metrics (a
+/// fixed set from configuration, so a scanner cannot create series).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// A remote-write path; the label is the path or `upstream_path`.
-    Write(&'static str),
+    /// A remote-write path of one of [`Shared::routes`].
+    Write {
+        /// Index into [`Shared::routes`].
+        index: usize,
+        /// The route's name.
+        name: &'static str,
+        /// The path label: the path, or `upstream_path`.
+        path: &'static str,
+    },
     /// `/metrics`
     Metrics,
     /// `/-/healthy`
@@ -61,25 +69,45 @@ impl Route {
     /// Label value for metrics.
     pub fn label(self) -> &'static str {
         match self {
-            Route::Write(l) => l,
+            Route::Write { path, .. } => path,
             Route::Metrics => "/metrics",
             Route::Healthy => "/-/healthy",
             Route::Ready => "/-/ready",
             Route::Unmatched => "unmatched",
         }
     }
+
+    /// The `route` label: the route's name for writes, empty for the proxy's own endpoints.
+    pub fn route_name(self) -> &'static str {
+        match self {
+            Route::Write { name, .. } => name,
+            _ => "",
+        }
+    }
+}
+
+/// One route's destination and signing state.
+pub struct RouteTarget {
+    /// Name (metrics label `route`, log field).
+    pub name: &'static str,
+    /// Fixed destination.
+    pub upstream: UpstreamTarget,
+    /// SigV4 signer for the destination's region and path.
+    pub signer: Signer,
+    /// This route's own cached credentials.
+    pub credentials: Arc<CredentialCache>,
+    /// Inbound authentication: the route's own, else the global one.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// Everything the handler needs, shared by all connections.
 pub struct Shared {
-    /// Fixed destination.
-    pub upstream_target: UpstreamTarget,
-    /// Pooled upstream client.
+    /// Destinations, one per route; never empty.
+    pub routes: Vec<RouteTarget>,
+    /// Exact inbound path → index into `routes` and the path's metric label.
+    pub paths: HashMap<String, (usize, &'static str)>,
+    /// Pooled upstream client, shared by all routes.
     pub client: UpstreamClient,
-    /// SigV4 signer.
-    pub signer: Signer,
-    /// Cached credentials.
-    pub credentials: Arc<CredentialCache>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// `--max-body-size`.
@@ -97,7 +125,8 @@ pub struct Shared {
     /// Set once shutdown has begun: unready, and HTTP/1 connections are closed after each
     /// response so senders reconnect to another instance.
     pub draining: Arc<AtomicBool>,
-    /// Inbound authentication for everything but health checks and /metrics.
+    /// Global inbound authentication: for routes without their own and for unknown paths
+    /// (health checks and /metrics stay open).
     pub auth: Option<Arc<Authenticator>>,
     /// Accounting, `--validate`, `--max-decoded-size`, `--external-label`.
     pub remote_write: Arc<remote_write::Settings>,
@@ -146,10 +175,14 @@ impl Proxy {
     }
 
     fn route(&self, path: &str) -> Route {
+        if let Some(&(index, label)) = self.shared.paths.get(path) {
+            return Route::Write {
+                index,
+                name: self.shared.routes[index].name,
+                path: label,
+            };
+        }
         match path {
-            p if p == WRITE_PATHS[0] => Route::Write(WRITE_PATHS[0]),
-            p if p == WRITE_PATHS[1] => Route::Write(WRITE_PATHS[1]),
-            p if p == self.shared.upstream_target.path => Route::Write("upstream_path"),
             "/metrics" => Route::Metrics,
             "/-/healthy" => Route::Healthy,
             "/-/ready" => Route::Ready,
@@ -202,9 +235,13 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    if let Some(auth) = &shared.auth {
-        if matches!(route, Route::Write(_) | Route::Unmatched) && !auth.is_authorized(req.headers())
-        {
+    let auth = match route {
+        Route::Write { index, .. } => shared.routes[index].auth.as_ref(),
+        Route::Unmatched => shared.auth.as_ref(),
+        Route::Metrics | Route::Healthy | Route::Ready => None,
+    };
+    if let Some(auth) = auth {
+        if !auth.is_authorized(req.headers()) {
             return Err(ProxyError::Unauthorized {
                 challenge: auth.challenge(),
             }
@@ -214,8 +251,10 @@ where
     let method = req.method().clone();
     let read_only = method == Method::GET || method == Method::HEAD;
     match route {
-        Route::Write(_) if method == Method::POST => forward(shared, route, req).await,
-        Route::Write(_) => Err(ProxyError::MethodNotAllowed {
+        Route::Write { index, .. } if method == Method::POST => {
+            forward(shared, &shared.routes[index], route, req).await
+        }
+        Route::Write { .. } => Err(ProxyError::MethodNotAllowed {
             method,
             allow: "POST",
         }
@@ -242,30 +281,58 @@ where
             "text/plain; charset=utf-8",
             "not ready: shutting down\n".into(),
         )),
-        Route::Ready => Ok(match shared.credentials.get() {
-            Ok(_) => text(
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                "ready\n".into(),
-            ),
-            // With inbound authentication on, this open endpoint does not repeat STS's reason
-            // (it names roles and accounts); the log and authenticated writes carry it.
-            Err(_) if shared.auth.is_some() => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain; charset=utf-8",
-                "not ready: no valid AWS credentials (see the proxy's log)\n".into(),
-            ),
-            Err(why) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain; charset=utf-8",
-                format!("not ready: {why}\n"),
-            ),
-        }),
+        Route::Ready => Ok(readiness(shared)),
         // The workspace path is accepted too, but not advertised: it names the workspace.
+        // Several routes: their paths are not listed (they name the teams behind the proxy).
+        Route::Unmatched if shared.routes.len() > 1 => {
+            Err(ProxyError::NotFound("the paths of the proxy's routes file".into()).into())
+        }
         Route::Unmatched => {
             Err(ProxyError::NotFound(format!("{} and {}", WRITE_PATHS[0], WRITE_PATHS[1])).into())
         }
     }
+}
+
+/// Ready once every route has valid credentials: a route without them can only answer 503, so
+/// the instance stays out of rotation until all of its senders can be served.
+fn readiness(shared: &Shared) -> Response<ResponseBody> {
+    let missing: Vec<(&str, String)> = shared
+        .routes
+        .iter()
+        .filter_map(|r| r.credentials.get().err().map(|e| (r.name, e.to_string())))
+        .collect();
+    if missing.is_empty() {
+        return text(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ready\n".into(),
+        );
+    }
+    // With inbound authentication on, this open endpoint does not repeat STS's reason (it
+    // names roles and accounts); the log and authenticated writes carry it.
+    let hide = shared.auth.is_some() || shared.routes.iter().any(|r| r.auth.is_some());
+    let single = shared.routes.len() == 1;
+    let body = match (hide, single) {
+        (true, true) => "not ready: no valid AWS credentials (see the proxy's log)\n".to_string(),
+        (true, false) => format!(
+            "not ready: no valid AWS credentials for route(s) {} (see the proxy's log)\n",
+            missing
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (false, true) => format!("not ready: {}\n", missing[0].1),
+        (false, false) => missing
+            .iter()
+            .map(|(name, why)| format!("not ready: route {name}: {why}\n"))
+            .collect(),
+    };
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain; charset=utf-8",
+        body,
+    )
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
@@ -278,6 +345,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 async fn forward<B>(
     shared: &Shared,
+    target: &RouteTarget,
     route: Route,
     req: Request<B>,
 ) -> Result<Response<ResponseBody>, Failure>
@@ -299,7 +367,7 @@ where
         .into());
     }
     // Fail fast, without reading the body, when there is nothing to sign with.
-    shared
+    target
         .credentials
         .get()
         .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
@@ -352,10 +420,15 @@ where
             BodyError::Read(why) => ProxyError::ClientAborted(why),
             BodyError::OverBudget => overloaded(shared, "bytes"),
         })?;
-    shared.metrics.request_bytes.inc_by(body.len());
-    let (body, counts) = understand(shared, protocol, body).await?;
+    let route_labels = RouteLabels { route: target.name };
+    shared
+        .metrics
+        .request_bytes
+        .get_or_create(&route_labels)
+        .inc_by(body.len());
+    let (body, counts) = understand(shared, target.name, protocol, body).await?;
     let started = Instant::now();
-    let resp = send_with_retries(shared, route, &parts.headers, &body, deadline)
+    let resp = send_with_retries(shared, target, route, &parts.headers, &body, deadline)
         .await
         .map_err(|error| Failure {
             error,
@@ -363,11 +436,14 @@ where
         })?;
     let payload = &shared.metrics.payload;
     match counts {
-        Some(c) if resp.status().is_success() => payload.record(protocol.label(), "forwarded", &c),
+        Some(c) if resp.status().is_success() => {
+            payload.record(target.name, protocol.label(), "forwarded", &c)
+        }
         None => {
             payload
                 .uncounted
                 .get_or_create(&crate::metrics::VersionLabels {
+                    route: target.name,
                     version: protocol.label(),
                 })
                 .inc();
@@ -381,6 +457,7 @@ where
 /// received one, untouched and uncopied, unless external labels were added — and its counts.
 async fn understand(
     shared: &Shared,
+    route_name: &'static str,
     protocol: Protocol,
     body: BufferedBody,
 ) -> Result<(BufferedBody, Option<Counts>), ProxyError> {
@@ -402,6 +479,7 @@ async fn understand(
         Err(rejection) => {
             let payload = &shared.metrics.payload;
             payload.record(
+                route_name,
                 protocol.label(),
                 "rejected",
                 &rejection.counts.unwrap_or_default(),
@@ -416,6 +494,7 @@ async fn understand(
 /// the last outcome (throttling as `--throttle-status`).
 async fn send_with_retries(
     shared: &Shared,
+    target: &RouteTarget,
     route: Route,
     inbound: &HeaderMap,
     body: &BufferedBody,
@@ -427,12 +506,12 @@ async fn send_with_retries(
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let credentials = shared
+        let credentials = target
             .credentials
             .get()
             .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
-        let mut outbound = build_outbound(&shared.upstream_target, inbound, body);
-        shared
+        let mut outbound = build_outbound(&target.upstream, inbound, body);
+        target
             .signer
             .sign(
                 &mut outbound,
@@ -445,11 +524,17 @@ async fn send_with_retries(
             .upstream_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
         let outcome = shared.client.send(outbound, attempt_timeout).await;
-        shared.metrics.forwarded_bytes.inc_by(body.len());
+        let route_labels = RouteLabels { route: target.name };
+        shared
+            .metrics
+            .forwarded_bytes
+            .get_or_create(&route_labels)
+            .inc_by(body.len());
         if let Ok(answer) = &outcome {
             shared
                 .metrics
                 .upstream_latency
+                .get_or_create(&route_labels)
                 .observe(answer.latency.as_secs_f64());
         }
         let (reason, not_before) = match retry::classify(&outcome, shared.clock.now()) {
@@ -457,23 +542,25 @@ async fn send_with_retries(
             Verdict::Retry { reason, not_before } => (reason, not_before),
         };
         if reason == RetryReason::ExpiredCredentials {
-            shared.credentials.request_refresh();
+            target.credentials.request_refresh();
         }
         let wait = retry::backoff(attempt, fastrand::f64(), not_before);
         // Shutting down: no more attempts; the sender retries (elsewhere) from its WAL.
         if Instant::now() + wait + min_attempt >= deadline
             || shared.draining.load(Ordering::Relaxed)
         {
-            return give_up(shared, route, outcome, reason, wait, attempt);
+            return give_up(shared, target.name, route, outcome, reason, wait, attempt);
         }
         shared
             .metrics
             .upstream_retries
             .get_or_create(&RetryLabels {
+                route: target.name,
                 reason: reason.label(),
             })
             .inc();
         tracing::debug!(
+            route = target.name,
             path = route.label(),
             attempt,
             reason = reason.label(),
@@ -493,6 +580,7 @@ fn finish(
     let answer = outcome?;
     if answer.status.is_success() {
         tracing::debug!(
+            route = route.route_name(),
             path = route.label(),
             status = answer.status.as_u16(),
             attempts,
@@ -500,6 +588,7 @@ fn finish(
         );
     } else {
         tracing::warn!(
+            route = route.route_name(),
             path = route.label(),
             status = answer.status.as_u16(),
             reason = %one_line_snippet(&answer.body),
@@ -517,6 +606,7 @@ fn finish(
 /// their 502/504.
 fn give_up(
     shared: &Shared,
+    route_name: &'static str,
     route: Route,
     outcome: Result<UpstreamAnswer, ProxyError>,
     reason: RetryReason,
@@ -527,6 +617,7 @@ fn give_up(
         .metrics
         .upstream_gave_up
         .get_or_create(&RetryLabels {
+            route: route_name,
             reason: reason.label(),
         })
         .inc();
@@ -710,10 +801,10 @@ fn log_failure(route: Route, failure: &Failure) {
         }
         // Visible by default (a sender with the wrong token loses data), but not a warning.
         ProxyError::Unauthorized { .. } => {
-            tracing::info!(path = route.label(), status, reason = %err, "request refused")
+            tracing::info!(route = route.route_name(), path = route.label(), status, reason = %err, "request refused")
         }
         _ => {
-            tracing::warn!(path = route.label(), status, reason = %err, upstream_latency_ms, "request failed")
+            tracing::warn!(route = route.route_name(), path = route.label(), status, reason = %err, upstream_latency_ms, "request failed")
         }
     }
 }

@@ -332,10 +332,7 @@ async fn startup_line_names_upstream_region_and_role_without_secrets() {
     let mut proxy = spawn(command(&env));
     wait_ready(&proxy).await;
     let logs = proxy.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("amp-rw-proxy listening"))
-        .unwrap();
+    let line = logs.lines().find(|l| l.contains("serving route")).unwrap();
     for part in [
         amp.addr.to_string().as_str(),
         REGION,
@@ -570,4 +567,57 @@ fn remote_write_settings_come_from_the_environment_and_are_documented() {
             "--help lacks {documented}:\n{help}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_routes_file_is_checked_route_by_route_and_its_mistakes_are_reported_by_line() {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    let (sts_url, amp_url) = (sts.url(), amp.url());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    let route = |name: &str, external_id: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\npath = \"/{name}/api/v1/write\"\nupstream_url = \"{amp_url}\"\n\
+             region = \"{REGION}\"\nrole_arn = \"{ROLE_ARN}\"\nexternal_id = \"{external_id}\"\n\n"
+        )
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "{}{}",
+            route("team-a", EXTERNAL_ID),
+            route("team-b", "not-the-id")
+        ),
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let env = [
+        ("AMP_RW_PROXY_CONFIG", file.as_str()),
+        ("AMP_RW_PROXY_STS_ENDPOINT", sts_url.as_str()),
+    ];
+    // team-a passes all four steps; team-b's ExternalId is wrong, so the whole check fails.
+    let (code, out) = run_check(&env).await;
+    assert_eq!(code, Some(1), "{out}");
+    let (a, b) = out
+        .split_once("route team-b:")
+        .expect("a section per route");
+    assert!(a.contains("route team-a:"), "{out}");
+    assert_eq!(a.matches('✓').count(), 4, "{out}");
+    assert!(b.contains('✗') && b.contains("ExternalId"), "{out}");
+    assert!(!out.contains("all checks passed"), "{out}");
+
+    // A mistake in the file: exit 64, with the file, line and column of each.
+    std::fs::write(
+        &file,
+        format!("{}colour = \"blue\"\n", route("team-a", EXTERNAL_ID)),
+    )
+    .unwrap();
+    let out = command(&env).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{file}:9:1: unknown field `colour`")),
+        "{err}"
+    );
 }

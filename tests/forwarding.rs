@@ -552,13 +552,22 @@ async fn metrics_and_health_endpoints() {
     let text = m.text();
     let n = body.len();
     for line in [
-        r#"amp_rw_proxy_requests_total{path="/api/v1/write",code="204"} 1"#.to_string(),
-        r#"amp_rw_proxy_requests_total{path="/api/v1/remote_write",code="400"} 1"#.to_string(),
-        r#"amp_rw_proxy_requests_total{path="unmatched",code="404"} 1"#.to_string(),
-        format!("amp_rw_proxy_request_bytes_total {}", 2 * n),
-        format!("amp_rw_proxy_forwarded_bytes_total {}", 2 * n),
-        "amp_rw_proxy_upstream_request_duration_seconds_count 2".to_string(),
-        r#"amp_rw_proxy_credential_refreshes_total{result="success"} 1"#.to_string(),
+        r#"amp_rw_proxy_requests_total{route="default",path="/api/v1/write",code="204"} 1"#
+            .to_string(),
+        r#"amp_rw_proxy_requests_total{route="default",path="/api/v1/remote_write",code="400"} 1"#
+            .to_string(),
+        r#"amp_rw_proxy_requests_total{route="",path="unmatched",code="404"} 1"#.to_string(),
+        format!(
+            "amp_rw_proxy_request_bytes_total{{route=\"default\"}} {}",
+            2 * n
+        ),
+        format!(
+            "amp_rw_proxy_forwarded_bytes_total{{route=\"default\"}} {}",
+            2 * n
+        ),
+        r#"amp_rw_proxy_upstream_request_duration_seconds_count{route="default"} 2"#.to_string(),
+        r#"amp_rw_proxy_credential_refreshes_total{route="default",result="success"} 1"#
+            .to_string(),
         format!(
             r#"amp_rw_proxy_build_info{{version="{}"}} 1"#,
             env!("CARGO_PKG_VERSION")
@@ -570,7 +579,9 @@ async fn metrics_and_health_endpoints() {
     }
     let expiry: f64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("amp_rw_proxy_credentials_expiry_timestamp_seconds "))
+        .find_map(|l| {
+            l.strip_prefix("amp_rw_proxy_credentials_expiry_timestamp_seconds{route=\"default\"} ")
+        })
         .expect("expiry gauge")
         .parse()
         .unwrap();

@@ -91,7 +91,9 @@ async fn a_bearer_token_from_a_file_guards_writes_and_rotates_without_restart() 
     );
     let m = get(&proxy.url("/metrics")).await.text();
     assert!(
-        m.contains(r#"amp_rw_proxy_requests_total{path="/api/v1/write",code="401"}"#),
+        m.contains(
+            r#"amp_rw_proxy_requests_total{route="default",path="/api/v1/write",code="401"}"#
+        ),
         "{m}"
     );
 }

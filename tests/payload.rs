@@ -117,7 +117,9 @@ async fn with_validate_a_corrupt_body_gets_400_and_is_never_forwarded() {
     let series = |v: &str, o: &str| {
         metric(
             &m,
-            &format!("amp_rw_proxy_remote_write_series_total{{version=\"{v}\",outcome=\"{o}\"}}"),
+            &format!(
+                "amp_rw_proxy_remote_write_series_total{{route=\"default\",version=\"{v}\",outcome=\"{o}\"}}"
+            ),
         )
     };
     assert_eq!(series("1.0", "forwarded"), 30);
@@ -129,14 +131,14 @@ async fn with_validate_a_corrupt_body_gets_400_and_is_never_forwarded() {
     assert_eq!(
         metric(
             &m,
-            "amp_rw_proxy_remote_write_requests_total{version=\"1.0\",outcome=\"rejected\"}"
+            "amp_rw_proxy_remote_write_requests_total{route=\"default\",version=\"1.0\",outcome=\"rejected\"}"
         ),
         2
     );
     assert_eq!(
         metric(
             &m,
-            "amp_rw_proxy_remote_write_samples_total{version=\"1.0\",outcome=\"forwarded\"}"
+            "amp_rw_proxy_remote_write_samples_total{route=\"default\",version=\"1.0\",outcome=\"forwarded\"}"
         ),
         30
     );
@@ -158,14 +160,14 @@ async fn without_validate_anything_is_forwarded_and_counted_when_decodable() {
     assert_eq!(
         metric(
             &m,
-            "amp_rw_proxy_remote_write_uncounted_requests_total{version=\"1.0\"}"
+            "amp_rw_proxy_remote_write_uncounted_requests_total{route=\"default\",version=\"1.0\"}"
         ),
         1
     );
     assert_eq!(
         metric(
             &m,
-            "amp_rw_proxy_remote_write_series_total{version=\"1.0\",outcome=\"forwarded\"}"
+            "amp_rw_proxy_remote_write_series_total{route=\"default\",version=\"1.0\",outcome=\"forwarded\"}"
         ),
         7
     );
@@ -320,7 +322,7 @@ async fn v2_passes_through_byte_for_byte_without_a_rewrite() {
     assert_eq!(
         metric(
             &m,
-            "amp_rw_proxy_remote_write_series_total{version=\"2.0\",outcome=\"forwarded\"}"
+            "amp_rw_proxy_remote_write_series_total{route=\"default\",version=\"2.0\",outcome=\"forwarded\"}"
         ),
         57
     );

@@ -66,10 +66,10 @@ async fn retryable_failures_are_retried_freshly_signed_until_they_succeed() {
     assert!(dates.len() > 1, "{dates:?}");
     let m = metrics(&proxy).await;
     for line in [
-        r#"amp_rw_proxy_upstream_retries_total{reason="server_error"} 2"#,
-        r#"amp_rw_proxy_upstream_retries_total{reason="throttled"} 2"#,
-        r#"amp_rw_proxy_upstream_retries_total{reason="timeout"} 1"#,
-        r#"amp_rw_proxy_upstream_retries_total{reason="expired_credentials"} 1"#,
+        r#"amp_rw_proxy_upstream_retries_total{route="default",reason="server_error"} 2"#,
+        r#"amp_rw_proxy_upstream_retries_total{route="default",reason="throttled"} 2"#,
+        r#"amp_rw_proxy_upstream_retries_total{route="default",reason="timeout"} 1"#,
+        r#"amp_rw_proxy_upstream_retries_total{route="default",reason="expired_credentials"} 1"#,
     ] {
         assert!(m.contains(line), "missing {line} in\n{m}");
     }
@@ -118,7 +118,7 @@ async fn an_outage_is_retried_until_the_deadline_then_answered_retryably() {
     assert!(amp.count() >= 3, "{} attempts in 1.5 s", amp.count());
     let m = metrics(&proxy).await;
     assert!(m.contains(
-        r#"amp_rw_proxy_upstream_retry_deadline_exceeded_total{reason="server_error"} 1"#
+        r#"amp_rw_proxy_upstream_retry_deadline_exceeded_total{route="default",reason="server_error"} 1"#
     ));
 
     // Nothing listening: connect errors are retried too, then 502.
@@ -130,7 +130,7 @@ async fn an_outage_is_retried_until_the_deadline_then_answered_retryably() {
     assert!(
         metrics(&proxy)
             .await
-            .contains(r#"amp_rw_proxy_upstream_retries_total{reason="connect"}"#)
+            .contains(r#"amp_rw_proxy_upstream_retries_total{route="default",reason="connect"}"#)
     );
 }
 
@@ -409,7 +409,7 @@ async fn sts_outage_while_credentials_are_valid_fails_no_request() {
     assert!(requests > 50);
     let m = metrics(&proxy).await;
     assert!(
-        m.contains(r#"amp_rw_proxy_credential_refreshes_total{result="failure"}"#),
+        m.contains(r#"amp_rw_proxy_credential_refreshes_total{route="default",result="failure"}"#),
         "{m}"
     );
 }

@@ -100,7 +100,14 @@ pub struct StsBehaviour {
     pub external_id: Option<String>,
     /// Answer every call with 503 ServiceUnavailable (an STS outage).
     pub outage: bool,
+    /// Per-role ExternalIds, overriding `external_id` for those roles.
+    pub role_external_ids: Vec<(String, String)>,
+    /// Roles whose AssumeRole is refused with AccessDenied.
+    pub denied_roles: Vec<String>,
 }
+
+/// (RoleArn, ExternalId) of one AssumeRole call.
+pub type Assumed = (String, Option<String>);
 
 pub struct StsStandIn {
     pub addr: SocketAddr,
@@ -108,6 +115,8 @@ pub struct StsStandIn {
     pub behaviour: Arc<Mutex<StsBehaviour>>,
     /// Session names seen, in order.
     pub session_names: Arc<Mutex<Vec<String>>>,
+    /// (RoleArn, ExternalId) of every AssumeRole, in order.
+    pub assumed: Arc<Mutex<Vec<Assumed>>>,
 }
 
 impl StsStandIn {
@@ -117,13 +126,21 @@ impl StsStandIn {
             deny: false,
             external_id: Some(EXTERNAL_ID.to_string()),
             outage: false,
+            role_external_ids: Vec::new(),
+            denied_roles: Vec::new(),
         }));
         let calls = Arc::new(AtomicUsize::new(0));
         let session_names = Arc::new(Mutex::new(Vec::new()));
-        let (b, c, s) = (behaviour.clone(), calls.clone(), session_names.clone());
+        let assumed = Arc::new(Mutex::new(Vec::new()));
+        let (b, c, s, a) = (
+            behaviour.clone(),
+            calls.clone(),
+            session_names.clone(),
+            assumed.clone(),
+        );
         let addr = serve_plain(move |req| {
-            let (b, c, s) = (b.clone(), c.clone(), s.clone());
-            async move { sts_handle(req, &b, &c, &s).await }
+            let (b, c, s, a) = (b.clone(), c.clone(), s.clone(), a.clone());
+            async move { sts_handle(req, &b, &c, &s, &a).await }
         })
         .await;
         Self {
@@ -131,7 +148,13 @@ impl StsStandIn {
             calls,
             behaviour,
             session_names,
+            assumed,
         }
+    }
+
+    /// Every (RoleArn, ExternalId) asked for so far.
+    pub fn assumed(&self) -> Vec<Assumed> {
+        self.assumed.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {
@@ -160,6 +183,7 @@ async fn sts_handle(
     behaviour: &Mutex<StsBehaviour>,
     calls: &AtomicUsize,
     session_names: &Mutex<Vec<String>>,
+    assumed: &Mutex<Vec<Assumed>>,
 ) -> Response<Full<Bytes>> {
     let auth = req
         .headers()
@@ -201,6 +225,11 @@ async fn sts_handle(
     if let Some(name) = get("RoleSessionName") {
         session_names.lock().unwrap().push(name);
     }
+    let role = get("RoleArn").unwrap_or_default();
+    assumed
+        .lock()
+        .unwrap()
+        .push((role.clone(), get("ExternalId")));
     // The caller must sign with Account B's base credentials.
     if !auth.contains(&format!("Credential={BASE_ACCESS_KEY}/")) {
         return sts_error(
@@ -211,7 +240,18 @@ async fn sts_handle(
     }
     let (lifetime, deny, want_ext, outage) = {
         let b = behaviour.lock().unwrap();
-        (b.lifetime, b.deny, b.external_id.clone(), b.outage)
+        let ext = b
+            .role_external_ids
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, e)| e.clone())
+            .or_else(|| b.external_id.clone());
+        (
+            b.lifetime,
+            b.deny || b.denied_roles.contains(&role),
+            ext,
+            b.outage,
+        )
     };
     if outage {
         return sts_error(503, "ServiceUnavailable", "Service is unavailable");

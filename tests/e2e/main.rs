@@ -267,7 +267,9 @@ async fn tampered_signatures_are_refused_and_reach_the_sender_as_403() {
         "{line}"
     );
     let metrics = common::get(&c.proxy.url("/metrics")).await.text();
-    assert!(metrics.contains(r#"amp_rw_proxy_requests_total{path="/api/v1/write",code="403"}"#));
+    assert!(metrics.contains(
+        r#"amp_rw_proxy_requests_total{route="default",path="/api/v1/write",code="403"}"#
+    ));
     assert!(
         c.sender.proc.log().contains("403"),
         "sender log mentions the 403"
@@ -467,7 +469,7 @@ async fn external_label_reaches_the_receiver(rw2: bool) {
     assert_sender_lost_nothing(&c.sender).await;
     let metrics = common::get(&c.proxy.url("/metrics")).await.text();
     let forwarded = format!(
-        "amp_rw_proxy_remote_write_series_total{{version=\"{version}\",outcome=\"forwarded\"}}"
+        "amp_rw_proxy_remote_write_series_total{{route=\"default\",version=\"{version}\",outcome=\"forwarded\"}}"
     );
     assert!(
         metric_sum(&metrics, &forwarded) > 0.0,
@@ -483,4 +485,112 @@ async fn external_label_on_remote_write_1_from_prometheus_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_label_on_remote_write_2_from_prometheus_3() {
     external_label_reaches_the_receiver(true).await;
+}
+
+/// One proxy, two teams (`--config` routes file): each team's Prometheus authenticates its own
+/// way — `basic_auth` for team-a, `authorization` (bearer) for team-b — on its own path; each
+/// route assumes the role with its own credential cache (two AssumeRoles at moto), and both
+/// teams' samples arrive, independently verified by botocore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_teams_share_one_proxy_through_a_routes_file_with_basic_and_bearer_auth() {
+    let peers = Peers::find();
+    let moto = Moto::start(&peers, EXTERNAL_ID);
+    let receiver = Prometheus::start(&peers.prometheus, Role::Receiver { rw2: false });
+    receiver.wait_ready().await;
+    let standin = StandIn::start(&peers, &moto, &receiver, 0, false);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let password = file("team-a.password", "team-a-password\n");
+    let token = file("team-b.token", "team-b-token\n");
+    let route = |name: &str, session: &str, auth: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\npath = \"/{name}/api/v1/write\"\n\
+             upstream_url = \"{}\"\nregion = \"us-east-1\"\nrole_arn = \"{}\"\n\
+             external_id = \"{EXTERNAL_ID}\"\nsession_name = \"{session}\"\n{auth}\n\n",
+            standin.url(),
+            moto.role_arn
+        )
+    };
+    let routes = file(
+        "routes.toml",
+        &format!(
+            "{}{}",
+            route(
+                "team-a",
+                "team-a-writer",
+                "inbound_basic_auth_user = \"team-a\"\ninbound_basic_auth_password_file = \"team-a.password\""
+            ),
+            route(
+                "team-b",
+                "team-b-writer",
+                "inbound_bearer_token_file = \"team-b.token\""
+            ),
+        ),
+    );
+    let proxy = Proxy::spawn(
+        (&moto.access_key_id, &moto.secret_access_key),
+        &[("AMP_RW_PROXY_DRAIN_DELAY", "100ms")],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &routes,
+            "--sts-endpoint",
+            &moto.url,
+        ],
+    );
+    proxy.wait_ready().await;
+    let url_a = proxy.url("/team-a/api/v1/write");
+    let url_b = proxy.url("/team-b/api/v1/write");
+    let basic = format!("basic_auth:\n  username: team-a\n  password_file: {password}");
+    let bearer = format!("authorization:\n  credentials_file: {token}");
+    let senders = [
+        Prometheus::start(
+            &peers.prometheus,
+            Role::SenderWith {
+                url: &url_a,
+                extra_targets: &[],
+                remote_write_yaml: &basic,
+            },
+        ),
+        Prometheus::start(
+            &peers.prometheus,
+            Role::SenderWith {
+                url: &url_b,
+                extra_targets: &[],
+                remote_write_yaml: &bearer,
+            },
+        ),
+    ];
+    for sender in &senders {
+        sender.wait_ready().await;
+    }
+    for sender in &senders {
+        let instance = sender.addr.to_string();
+        eventually(
+            &format!("up{{instance=\"{instance}\"}} in the receiver"),
+            ARRIVAL,
+            || async {
+                let q = format!(r#"up{{job="sender",instance="{instance}"}}"#);
+                (!receiver.query(&q, None).await.is_empty()).then_some(())
+            },
+        )
+        .await;
+        assert_sender_lost_nothing(sender).await;
+    }
+    // One AssumeRole per route, and every request the stand-in saw was correctly signed.
+    assert_eq!(moto.assumed_roles().await.len(), 2);
+    assert_eq!(standin.stats().await["rejected"], 0);
+    let metrics = common::get(&proxy.url("/metrics")).await.text();
+    for route in ["team-a", "team-b"] {
+        let ok = format!(
+            r#"amp_rw_proxy_requests_total{{route="{route}",path="/{route}/api/v1/write",code="204"}}"#
+        );
+        assert!(metrics.contains(&ok), "no 204s for {route}:\n{metrics}");
+    }
+    assert!(!metrics.contains(r#"code="401""#), "{metrics}");
 }

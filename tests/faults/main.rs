@@ -217,7 +217,7 @@ async fn sts_outage(peers: &Peers) -> Row {
             let m = metrics().await;
             (metric_sum(
                 &m,
-                "amp_rw_proxy_credential_refreshes_total{result=\"failure\"}",
+                "amp_rw_proxy_credential_refreshes_total{route=\"default\",result=\"failure\"}",
             ) >= 2.0)
                 .then_some(())
         },
@@ -230,7 +230,8 @@ async fn sts_outage(peers: &Peers) -> Row {
         Duration::from_secs(30),
         || async {
             let m = metrics().await;
-            (m.contains(r#"credential_refreshes_total{result="success"} 2"#)).then_some(())
+            (m.contains(r#"credential_refreshes_total{route="default",result="success"} 2"#))
+                .then_some(())
         },
     )
     .await;
@@ -260,7 +261,7 @@ async fn sts_outage(peers: &Peers) -> Row {
         failures.is_empty(),
         "failed requests during the STS outage: {failures:?}"
     );
-    assert!(m.contains(r#"credential_refreshes_total{result="failure"}"#));
+    assert!(m.contains(r#"credential_refreshes_total{route="default",result="failure"}"#));
     for counter in [
         "prometheus_remote_storage_samples_failed_total",
         "prometheus_remote_storage_samples_retried_total",

@@ -64,6 +64,10 @@ pub enum ProxyError {
     /// Signing failed.
     #[error("{0}")]
     Signing(String),
+    /// A bug or a panic of ours (e.g. the payload-processing task died): 500, so the sender
+    /// retries.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Could not connect (DNS, TCP, TLS) to the upstream.
     #[error("cannot reach upstream: {0}")]
     UpstreamConnect(String),
@@ -110,7 +114,7 @@ impl ProxyError {
             | ProxyError::ClientAborted(_)
             | ProxyError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
             ProxyError::CredentialsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Signing(_) | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Throttled { status, .. } => *status,
@@ -197,6 +201,7 @@ mod tests {
                 503,
             ),
             (ProxyError::Signing("x".into()), 500),
+            (ProxyError::Internal("x".into()), 500),
             (ProxyError::UpstreamConnect("refused".into()), 502),
             (ProxyError::Upstream("reset".into()), 502),
             (ProxyError::UpstreamTimeout(d), 504),

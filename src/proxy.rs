@@ -468,7 +468,7 @@ async fn understand(
     } else {
         tokio::task::spawn_blocking(move || remote_write::process(protocol, &received, &settings))
             .await
-            .map_err(|e| ProxyError::Signing(format!("payload processing failed: {e}")))?
+            .map_err(|e| ProxyError::Internal(format!("payload processing failed: {e}")))?
     };
     match result {
         Ok(Outcome::PassThrough { counts }) => Ok((body, counts)),

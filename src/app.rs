@@ -118,6 +118,7 @@ impl App {
             draining: draining.clone(),
             auth,
             remote_write: Arc::new(config.remote_write.clone()),
+            query: config.query.clone(),
             limits: Limits::new(
                 config.max_in_flight_requests,
                 config.max_in_flight_bytes,

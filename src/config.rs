@@ -197,6 +197,16 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub external_labels: Vec<String>,
+
+    // --- Read path (issue #9) ---
+    /// Also forward the Prometheus query API (GET and form POST on /api/v1/query,
+    /// /api/v1/query_range, /api/v1/series, /api/v1/labels, /api/v1/label/<name>/values,
+    /// /api/v1/metadata, /api/v1/query_exemplars and /api/v1/status/buildinfo) to the workspace's
+    /// query endpoint, signed like writes, so Grafana can use the proxy as a Prometheus data
+    /// source. The role needs aps:QueryMetrics, aps:GetSeries, aps:GetLabels and
+    /// aps:GetMetricMetadata (`policies --include-query`). [default: off]
+    #[arg(long, env = "AMP_RW_PROXY_ENABLE_QUERY")]
+    pub enable_query: bool,
 }
 
 /// Output format of the logs.
@@ -253,6 +263,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Payload handling: validation, decoded-size limit, external labels.
     pub remote_write: crate::remote_write::Settings,
+    /// `--enable-query`: where queries go; `None` when the read path is off.
+    pub query: Option<crate::query::QueryTarget>,
 }
 
 /// How senders must authenticate to the proxy.
@@ -541,6 +553,13 @@ impl Config {
             ));
         }
         let external_labels = parse_external_labels(&cli.external_labels, &mut errors);
+        // Read path: the query endpoint is the workspace's, derived from the remote-write URL.
+        let query = match (cli.enable_query, &upstream) {
+            (true, Some(up)) => errors
+                .check(crate::query::QueryTarget::from_upstream(up))
+                .map(Some),
+            _ => Some(None),
+        };
 
         if !errors.0.is_empty() {
             return Err(ConfigErrors(errors.0));
@@ -578,6 +597,7 @@ impl Config {
                 max_decoded_size: max_decoded_size.expect("validated"),
                 external_labels: external_labels.expect("validated"),
             },
+            query: query.expect("validated"),
         })
     }
 }
@@ -894,6 +914,22 @@ mod tests {
 
     const URL: &str =
         "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/remote_write";
+
+    #[test]
+    fn enable_query_derives_the_workspace_query_endpoint() {
+        let off = Config::from_cli(&cli(&["--upstream-url", URL]), &env()).unwrap();
+        assert!(off.query.is_none());
+        let on =
+            Config::from_cli(&cli(&["--upstream-url", URL, "--enable-query"]), &env()).unwrap();
+        assert_eq!(on.query.unwrap().base_path(), "/workspaces/ws-1");
+        let odd = "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/write";
+        let err =
+            Config::from_cli(&cli(&["--upstream-url", odd, "--enable-query"]), &env()).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].contains("--enable-query"), "{err}");
+        // Without --enable-query that URL is fine.
+        assert!(Config::from_cli(&cli(&["--upstream-url", odd]), &env()).is_ok());
+    }
 
     #[test]
     fn region_is_inferred_from_amp_hosts() {

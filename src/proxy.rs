@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
-use http_body_util::Full;
 
 use crate::auth::Authenticator;
 use crate::body::{BodyError, BufferedBody, OutboundBody};
@@ -53,6 +52,9 @@ pub enum Route {
     Healthy,
     /// `/-/ready`
     Ready,
+    /// A query API path (`--enable-query`); the label is the path, or
+    /// [`crate::query::LABEL_VALUES`] for every label name.
+    Query(&'static str),
     /// Anything else.
     Unmatched,
 }
@@ -61,7 +63,7 @@ impl Route {
     /// Label value for metrics.
     pub fn label(self) -> &'static str {
         match self {
-            Route::Write(l) => l,
+            Route::Write(l) | Route::Query(l) => l,
             Route::Metrics => "/metrics",
             Route::Healthy => "/-/healthy",
             Route::Ready => "/-/ready",
@@ -101,6 +103,8 @@ pub struct Shared {
     pub auth: Option<Arc<Authenticator>>,
     /// Accounting, `--validate`, `--max-decoded-size`, `--external-label`.
     pub remote_write: Arc<remote_write::Settings>,
+    /// `--enable-query`: the workspace's query endpoint, or `None` (query paths are 404).
+    pub query: Option<crate::query::QueryTarget>,
 }
 
 /// Bodies larger than this are decoded on the blocking pool rather than on a runtime worker,
@@ -153,6 +157,9 @@ impl Proxy {
             "/metrics" => Route::Metrics,
             "/-/healthy" => Route::Healthy,
             "/-/ready" => Route::Ready,
+            p if self.shared.query.is_some() => {
+                crate::query::route(p).map_or(Route::Unmatched, Route::Query)
+            }
             _ => Route::Unmatched,
         }
     }
@@ -203,7 +210,8 @@ where
     B::Error: std::fmt::Display,
 {
     if let Some(auth) = &shared.auth {
-        if matches!(route, Route::Write(_) | Route::Unmatched) && !auth.is_authorized(req.headers())
+        if matches!(route, Route::Write(_) | Route::Query(_) | Route::Unmatched)
+            && !auth.is_authorized(req.headers())
         {
             return Err(ProxyError::Unauthorized {
                 challenge: auth.challenge(),
@@ -215,6 +223,25 @@ where
     let read_only = method == Method::GET || method == Method::HEAD;
     match route {
         Route::Write(_) if method == Method::POST => forward(shared, route, req).await,
+        Route::Query(label) => match &shared.query {
+            Some(target) => {
+                let ctx = crate::query::QueryContext {
+                    target,
+                    client: &shared.client,
+                    signer: &shared.signer,
+                    credentials: &shared.credentials,
+                    clock: shared.clock.as_ref(),
+                    upstream_timeout: shared.upstream_timeout,
+                    max_body_size: shared.max_body_size,
+                    limits: &shared.limits,
+                    metrics: &shared.metrics,
+                };
+                Ok(crate::query::forward(&ctx, label, req).await?)
+            }
+            None => Err(
+                ProxyError::NotFound(format!("{} and {}", WRITE_PATHS[0], WRITE_PATHS[1])).into(),
+            ),
+        },
         Route::Write(_) => Err(ProxyError::MethodNotAllowed {
             method,
             allow: "POST",
@@ -269,7 +296,7 @@ where
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -309,6 +309,7 @@ fn policies_for(config: &Config, caller_arn: &str) -> Option<Policies> {
         external_id: role.external_id.clone(),
         role_name: role_name.to_string(),
         format: "text".into(),
+        include_query: config.query.is_some(),
     })
     .ok()
 }

@@ -822,3 +822,57 @@ async fn the_binary_streams_fifty_megabytes_in_bounded_memory_and_logs_no_query_
         "query text in the logs:\n{logs}"
     );
 }
+
+/// AMP speaks HTTP/2 (ALPN): GETs and forms are signed, and a large answer streams over h2 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_over_http2_to_a_tls_upstream() {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start_tls().await;
+    amp.set_reply(json_reply());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, amp.tls_ca_pem.as_ref().unwrap()).unwrap();
+    let proxy = ProxyUnderTest::start_with(
+        &sts,
+        &amp,
+        &["--enable-query", "--upstream-ca-file", ca.to_str().unwrap()],
+    )
+    .await;
+    proxy.wait_ready(Duration::from_secs(10)).await;
+    let a = get(&proxy.url("/api/v1/series?match[]=up&match[]=%7Bjob%3D%22x%22%7D")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = send(
+        form_post(&proxy.url("/api/v1/query"))
+            .body(Full::new(Bytes::from("query=up+%2B+1")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let got = amp.received();
+    assert_eq!(got.len(), 2);
+    for r in &got {
+        assert_eq!(r.version, http::Version::HTTP_2, "ALPN chose h2");
+        assert_eq!(r.verdict, Ok(()));
+    }
+    assert_eq!(
+        got[0].query.as_deref(),
+        Some("match%5B%5D=up&match%5B%5D=%7Bjob%3D%22x%22%7D")
+    );
+    assert_eq!(got[1].body, "query=up+%2B+1");
+
+    let produced = Arc::new(AtomicU64::new(0));
+    let p = produced.clone();
+    amp.set_streamer(move || {
+        p.store(0, Ordering::SeqCst);
+        Producer {
+            total: 8 << 20,
+            produced: p.clone(),
+            gate_after: u64::MAX,
+            gate: None,
+        }
+        .boxed_unsync()
+    });
+    let a = get(&proxy.url("/api/v1/query_range?query=up")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body.len(), 8 << 20);
+}

@@ -84,6 +84,7 @@ impl App {
         let global_auth = authenticator(&config.inbound_auth, &mut tasks)?;
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut paths = HashMap::new();
+        let mut query_prefixes = HashMap::new();
         for route in &config.routes {
             let (provider, description) = credentials_provider(route, config, sdk).await?;
             let credentials = Arc::new(CredentialCache::new(clock.clone()));
@@ -104,12 +105,16 @@ impl App {
                     .entry(p.path.clone())
                     .or_insert((routes.len(), p.label));
             }
+            if route.query.is_some() {
+                query_prefixes.insert(route.query_prefix.clone(), routes.len());
+            }
             routes.push(RouteTarget {
                 name: route.name,
                 upstream: route.upstream.clone(),
                 signer: Signer::new(route.region.clone(), &route.upstream.path),
                 credentials,
                 auth,
+                query: route.query.clone(),
             });
             tasks.push(refresher);
         }
@@ -135,6 +140,7 @@ impl App {
             draining: draining.clone(),
             auth: global_auth,
             remote_write: Arc::new(config.remote_write.clone()),
+            query_prefixes,
             limits: Limits::new(
                 config.max_in_flight_requests,
                 config.max_in_flight_bytes,

@@ -310,6 +310,7 @@ fn policies_for(route: &RouteConfig, caller_arn: &str) -> Option<Policies> {
         external_id: role.external_id.clone(),
         role_name: role_name.to_string(),
         format: "text".into(),
+        include_query: route.query.is_some(),
     })
     .ok()
 }

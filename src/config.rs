@@ -205,6 +205,16 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub external_labels: Vec<String>,
+
+    // --- Read path (issue #9) ---
+    /// Also forward the Prometheus query API (GET and form POST on /api/v1/query,
+    /// /api/v1/query_range, /api/v1/series, /api/v1/labels, /api/v1/label/<name>/values,
+    /// /api/v1/metadata, /api/v1/query_exemplars and /api/v1/status/buildinfo) to the workspace's
+    /// query endpoint, signed like writes, so Grafana can use the proxy as a Prometheus data
+    /// source. The role needs aps:QueryMetrics, aps:GetSeries, aps:GetLabels and
+    /// aps:GetMetricMetadata (`policies --include-query`). [default: off]
+    #[arg(long, env = "AMP_RW_PROXY_ENABLE_QUERY")]
+    pub enable_query: bool,
 }
 
 /// Output format of the logs.
@@ -258,6 +268,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Payload handling: validation, decoded-size limit, external labels.
     pub remote_write: crate::remote_write::Settings,
+    /// `--enable-query`: every route also forwards the query API (see [`RouteConfig::query`]).
+    pub enable_query: bool,
 }
 
 /// Name of the route the flags describe (the `route` label of metrics).
@@ -279,6 +291,10 @@ pub struct RouteConfig {
     pub role: Option<RoleConfig>,
     /// This route's own inbound authentication; `None` means the global one (if any).
     pub inbound_auth: Option<InboundAuth>,
+    /// `--enable-query`: the workspace's query endpoint; `None` when the read path is off.
+    pub query: Option<crate::query::QueryTarget>,
+    /// `--enable-query`: the query API is served on this prefix + `/api/v1/query` etc.
+    pub query_prefix: String,
 }
 
 /// An inbound path and its `path` metric label. Labels are `&'static str` so that recording a
@@ -567,6 +583,13 @@ impl Config {
             ));
         }
         let external_labels = parse_external_labels(&cli.external_labels, &mut errors);
+        let routes = match routes {
+            Some(mut routes) if cli.enable_query => {
+                add_query_endpoints(&mut routes, cli.config.is_some(), &mut errors);
+                Some(routes)
+            }
+            other => other,
+        };
 
         if !errors.0.is_empty() {
             return Err(ConfigErrors(errors.0));
@@ -596,7 +619,57 @@ impl Config {
                 max_decoded_size: max_decoded_size.expect("validated"),
                 external_labels: external_labels.expect("validated"),
             },
+            enable_query: cli.enable_query,
         })
+    }
+}
+
+/// `--enable-query`: each route's query endpoint is its workspace's, derived from its
+/// remote-write URL, and its query paths are `<prefix>/api/v1/...` — no prefix for the flags'
+/// route; a routes-file route's path without its `/api/v1/write` (or `/remote_write`) ending.
+fn add_query_endpoints(routes: &mut [RouteConfig], from_file: bool, errors: &mut ErrorList) {
+    let mut prefixes: Vec<(String, &'static str)> = Vec::new();
+    for route in routes.iter_mut() {
+        let whose = if from_file {
+            format!("route {:?}: ", route.name)
+        } else {
+            String::new()
+        };
+        route.query = errors.check(
+            crate::query::QueryTarget::from_upstream(&route.upstream).map_err(|e| {
+                if from_file {
+                    format!(
+                        "{whose}{}",
+                        e.replace("--upstream-url path", "upstream_url path")
+                    )
+                } else {
+                    e
+                }
+            }),
+        );
+        if !from_file {
+            continue;
+        }
+        let path = &route.paths[0].path;
+        let Some(prefix) = ["/api/v1/write", "/api/v1/remote_write"]
+            .iter()
+            .find_map(|end| path.strip_suffix(end))
+        else {
+            errors.check(Err::<(), _>(format!(
+                "{whose}--enable-query needs a path ending in /api/v1/write (or \
+                 /api/v1/remote_write), the query paths being the same prefix + /api/v1/query etc.; \
+                 {path:?} does not"
+            )));
+            continue;
+        };
+        if let Some((_, other)) = prefixes.iter().find(|(p, _)| p == prefix) {
+            errors.check(Err::<(), _>(format!(
+                "{whose}--enable-query: its query paths {prefix}/api/v1/... would be route \
+                 {other:?}'s too"
+            )));
+        }
+        prefixes.push((prefix.to_string(), route.name));
+        route.query_prefix = prefix.to_string();
     }
 }
 
@@ -680,6 +753,8 @@ fn flags_route(
         upstream,
         role,
         inbound_auth: None,
+        query: None,
+        query_prefix: String::new(),
     }])
 }
 
@@ -1025,6 +1100,26 @@ mod tests {
 
     const URL: &str =
         "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/remote_write";
+
+    #[test]
+    fn enable_query_derives_the_workspace_query_endpoint() {
+        let off = Config::from_cli(&cli(&["--upstream-url", URL]), &env()).unwrap();
+        assert!(off.routes[0].query.is_none());
+        let on =
+            Config::from_cli(&cli(&["--upstream-url", URL, "--enable-query"]), &env()).unwrap();
+        assert_eq!(
+            on.routes[0].query.as_ref().unwrap().base_path(),
+            "/workspaces/ws-1"
+        );
+        assert_eq!(on.routes[0].query_prefix, "");
+        let odd = "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/write";
+        let err =
+            Config::from_cli(&cli(&["--upstream-url", odd, "--enable-query"]), &env()).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].contains("--enable-query"), "{err}");
+        // Without --enable-query that URL is fine.
+        assert!(Config::from_cli(&cli(&["--upstream-url", odd]), &env()).is_ok());
+    }
 
     #[test]
     fn region_is_inferred_from_amp_hosts() {
@@ -1519,5 +1614,44 @@ mod tests {
             missing.0[0].starts_with("--config /nonexistent/routes.toml: "),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn with_the_read_path_routes_file_paths_give_distinct_query_prefixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.toml");
+        let route = |name: &str, path: &str| {
+            format!("[[route]]\nname = \"{name}\"\npath = \"{path}\"\nupstream_url = \"{URL}\"\n")
+        };
+        let write = |routes: &[(&str, &str)]| {
+            let text: String = routes.iter().map(|(n, p)| route(n, p)).collect();
+            std::fs::write(&file, text).unwrap();
+        };
+        let f = file.to_str().unwrap();
+        write(&[
+            ("a", "/a/api/v1/write"),
+            ("b", "/b/api/v1/remote_write"),
+            ("c", "/api/v1/write"),
+        ]);
+        let c = Config::from_cli(&cli(&["--config", f, "--enable-query"]), &env()).unwrap();
+        let prefixes: Vec<&str> = c.routes.iter().map(|r| r.query_prefix.as_str()).collect();
+        assert_eq!(prefixes, ["/a", "/b", ""]);
+        assert!(c.routes.iter().all(|r| r.query.is_some()));
+
+        write(&[
+            ("a", "/a/api/v1/write"),
+            ("b", "/a/api/v1/remote_write"),
+            ("c", "/c/ingest"),
+        ]);
+        let errs = Config::from_cli(&cli(&["--config", f, "--enable-query"]), &env()).unwrap_err();
+        let all = errs.0.join("\n");
+        assert!(all.contains("route \"b\": --enable-query: its query paths /a/api/v1/... would be route \"a\"'s too"), "{all}");
+        assert!(
+            all.contains("route \"c\": --enable-query needs a path ending in /api/v1/write"),
+            "{all}"
+        );
+        assert_eq!(errs.0.len(), 2, "{all}");
+        // Without the read path these paths are fine.
+        assert!(Config::from_cli(&cli(&["--config", f]), &env()).is_ok());
     }
 }

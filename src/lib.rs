@@ -22,6 +22,7 @@ pub mod error;
 pub mod metrics;
 pub mod policies;
 pub mod proxy;
+pub mod query;
 pub mod remote_write;
 pub mod retry;
 pub mod routes;

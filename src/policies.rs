@@ -3,7 +3,8 @@
 //!
 //! 1. Account A, the role's **trust policy**: lets B's role assume it (with the ExternalId
 //!    condition when one is used). IAM: `aws iam create-role --assume-role-policy-document`.
-//! 2. Account A, the role's **permission policy**: `aps:RemoteWrite` on the one workspace.
+//! 2. Account A, the role's **permission policy**: `aps:RemoteWrite` on the one workspace (and
+//!    with `--include-query`, the read path's [`QUERY_ACTIONS`] on it too).
 //!    IAM: `aws iam put-role-policy`.
 //! 3. Account B, B's role's **permission policy**: `sts:AssumeRole` on A's role.
 //!    IAM: `aws iam put-role-policy`.
@@ -12,6 +13,14 @@
 
 use clap::Args;
 use serde_json::{Value, json};
+
+/// What the read path (`--enable-query`) needs on the workspace.
+pub const QUERY_ACTIONS: [&str; 4] = [
+    "aps:QueryMetrics",
+    "aps:GetSeries",
+    "aps:GetLabels",
+    "aps:GetMetricMetadata",
+];
 
 /// Flags of `amp-rw-proxy policies`.
 #[derive(Debug, Clone, Args)]
@@ -39,6 +48,11 @@ pub struct PoliciesArgs {
     /// it) or `json` (one object holding the three documents).
     #[arg(long, default_value = "text")]
     pub format: String,
+
+    /// Also allow the read path (`--enable-query`): aps:QueryMetrics, aps:GetSeries,
+    /// aps:GetLabels and aps:GetMetricMetadata on the workspace, in A's permission policy.
+    #[arg(long)]
+    pub include_query: bool,
 }
 
 /// The three documents, validated.
@@ -138,14 +152,26 @@ impl Policies {
         if let Some(id) = &args.external_id {
             trust["Condition"] = json!({ "StringEquals": { "sts:ExternalId": id } });
         }
+        let mut permissions = document(json!({
+            "Sid": "RemoteWriteToOneWorkspace",
+            "Effect": "Allow",
+            "Action": "aps:RemoteWrite",
+            "Resource": args.workspace_arn,
+        }));
+        if args.include_query {
+            permissions["Statement"]
+                .as_array_mut()
+                .expect("a statement list")
+                .push(json!({
+                    "Sid": "QueryOneWorkspace",
+                    "Effect": "Allow",
+                    "Action": QUERY_ACTIONS,
+                    "Resource": args.workspace_arn,
+                }));
+        }
         Ok(Self {
             account_a_trust_policy: document(trust),
-            account_a_permission_policy: document(json!({
-                "Sid": "RemoteWriteToOneWorkspace",
-                "Effect": "Allow",
-                "Action": "aps:RemoteWrite",
-                "Resource": args.workspace_arn,
-            })),
+            account_a_permission_policy: permissions,
             account_b_permission_policy: document(json!({
                 "Sid": "AssumeTheWorkspaceAccountRole",
                 "Effect": "Allow",
@@ -177,7 +203,7 @@ impl Policies {
              #    aws iam create-role --role-name {role} --assume-role-policy-document file://trust.json\n\
              #    (or, for an existing role: aws iam update-assume-role-policy --role-name {role} --policy-document file://trust.json)\n\
              {trust}\n\n\
-             # 2. Account A — permission policy of {role} (what it may do: write to the one workspace).\n\
+             # 2. Account A — permission policy of {role} (what it may do: {what} the one workspace).\n\
              #    aws iam put-role-policy --role-name {role} --policy-name amp-remote-write --policy-document file://permissions.json\n\
              {perm}\n\n\
              # 3. Account B — permission policy of {source} (the proxy's identity may assume A's role).\n\
@@ -185,6 +211,14 @@ impl Policies {
              {assume}\n\n\
              # Cross-account access needs both 1 and 3. Then run the proxy with --role-arn {arn}\n",
             role = self.role_name,
+            what = if self.account_a_permission_policy["Statement"]
+                .as_array()
+                .is_some_and(|s| s.len() > 1)
+            {
+                "write to and query"
+            } else {
+                "write to"
+            },
             source = self.source_role_name,
             kind = if self.source_is_user { "user" } else { "role" },
             arn = self.role_arn,
@@ -241,7 +275,54 @@ mod tests {
             external_id: external_id.map(str::to_string),
             role_name: "account_a_role".into(),
             format: "json".into(),
+            include_query: false,
         }
+    }
+
+    #[test]
+    fn include_query_adds_the_read_actions_on_the_same_workspace() {
+        let plain = Policies::from_args(&args(None)).unwrap();
+        assert_eq!(
+            plain.account_a_permission_policy["Statement"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(!plain.to_text().contains("aps:QueryMetrics"));
+        let mut a = args(None);
+        a.include_query = true;
+        let p = Policies::from_args(&a).unwrap();
+        let statements = p.account_a_permission_policy["Statement"]
+            .as_array()
+            .unwrap();
+        assert_eq!(statements.len(), 2);
+        assert_eq!(statements[0]["Action"], "aps:RemoteWrite");
+        assert_eq!(
+            statements[1],
+            json!({
+                "Sid": "QueryOneWorkspace",
+                "Effect": "Allow",
+                "Action": ["aps:QueryMetrics", "aps:GetSeries", "aps:GetLabels", "aps:GetMetricMetadata"],
+                "Resource": "arn:aws:aps:us-east-1:111111111111:workspace/ws-EXAMPLE",
+            })
+        );
+        // Nothing else changes.
+        assert_eq!(p.account_a_trust_policy, plain.account_a_trust_policy);
+        assert_eq!(
+            p.account_b_permission_policy,
+            plain.account_b_permission_policy
+        );
+        let text = p.to_text();
+        assert!(
+            text.contains("write to and query the one workspace"),
+            "{text}"
+        );
+        let parsed: Value = serde_json::from_str(&p.to_json()).unwrap();
+        assert_eq!(
+            parsed["account_a_permission_policy"],
+            p.account_a_permission_policy
+        );
     }
 
     #[test]
@@ -310,6 +391,7 @@ mod tests {
             external_id: Some("x".into()),
             role_name: "has space".into(),
             format: "yaml".into(),
+            include_query: false,
         };
         let errs = Policies::from_args(&bad).unwrap_err().join("\n");
         for flag in [

@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
-use http_body_util::Full;
 
 use crate::auth::Authenticator;
 use crate::body::{BodyError, BufferedBody, OutboundBody};
@@ -61,6 +60,16 @@ pub enum Route {
     Healthy,
     /// `/-/ready`
     Ready,
+    /// A query API path (`--enable-query`) under one of [`Shared::routes`]' query prefix.
+    Query {
+        /// Index into [`Shared::routes`].
+        index: usize,
+        /// The route's name.
+        name: &'static str,
+        /// The API path (without the route's prefix), or [`crate::query::LABEL_VALUES`] for
+        /// every label name.
+        path: &'static str,
+    },
     /// Anything else.
     Unmatched,
 }
@@ -69,7 +78,7 @@ impl Route {
     /// Label value for metrics.
     pub fn label(self) -> &'static str {
         match self {
-            Route::Write { path, .. } => path,
+            Route::Write { path, .. } | Route::Query { path, .. } => path,
             Route::Metrics => "/metrics",
             Route::Healthy => "/-/healthy",
             Route::Ready => "/-/ready",
@@ -80,7 +89,7 @@ impl Route {
     /// The `route` label: the route's name for writes, empty for the proxy's own endpoints.
     pub fn route_name(self) -> &'static str {
         match self {
-            Route::Write { name, .. } => name,
+            Route::Write { name, .. } | Route::Query { name, .. } => name,
             _ => "",
         }
     }
@@ -98,6 +107,8 @@ pub struct RouteTarget {
     pub credentials: Arc<CredentialCache>,
     /// Inbound authentication: the route's own, else the global one.
     pub auth: Option<Arc<Authenticator>>,
+    /// `--enable-query`: the workspace's query endpoint.
+    pub query: Option<crate::query::QueryTarget>,
 }
 
 /// Everything the handler needs, shared by all connections.
@@ -130,6 +141,9 @@ pub struct Shared {
     pub auth: Option<Arc<Authenticator>>,
     /// Accounting, `--validate`, `--max-decoded-size`, `--external-label`.
     pub remote_write: Arc<remote_write::Settings>,
+    /// `--enable-query`: route query prefix (`""` for the flags' route) → index into `routes`.
+    /// Empty when the read path is off (query paths are 404).
+    pub query_prefixes: HashMap<String, usize>,
 }
 
 /// Bodies larger than this are decoded on the blocking pool rather than on a runtime worker,
@@ -174,6 +188,26 @@ impl Proxy {
         }
     }
 
+    /// `<route prefix>/api/v1/<query API path>`. The API part is the last `/api/v1/` on: no
+    /// allowlisted query path contains another (label names have no `/`).
+    fn query_route(&self, path: &str) -> Route {
+        let Some(at) = path.rfind(crate::query::API_PREFIX) else {
+            return Route::Unmatched;
+        };
+        let (prefix, api) = path.split_at(at);
+        match (
+            self.shared.query_prefixes.get(prefix),
+            crate::query::route(api),
+        ) {
+            (Some(&index), Some(label)) => Route::Query {
+                index,
+                name: self.shared.routes[index].name,
+                path: label,
+            },
+            _ => Route::Unmatched,
+        }
+    }
+
     fn route(&self, path: &str) -> Route {
         if let Some(&(index, label)) = self.shared.paths.get(path) {
             return Route::Write {
@@ -186,6 +220,7 @@ impl Proxy {
             "/metrics" => Route::Metrics,
             "/-/healthy" => Route::Healthy,
             "/-/ready" => Route::Ready,
+            p if !self.shared.query_prefixes.is_empty() => self.query_route(p),
             _ => Route::Unmatched,
         }
     }
@@ -236,7 +271,9 @@ where
     B::Error: std::fmt::Display,
 {
     let auth = match route {
-        Route::Write { index, .. } => shared.routes[index].auth.as_ref(),
+        Route::Write { index, .. } | Route::Query { index, .. } => {
+            shared.routes[index].auth.as_ref()
+        }
         Route::Unmatched => shared.auth.as_ref(),
         Route::Metrics | Route::Healthy | Route::Ready => None,
     };
@@ -253,6 +290,24 @@ where
     match route {
         Route::Write { index, .. } if method == Method::POST => {
             forward(shared, &shared.routes[index], route, req).await
+        }
+        Route::Query { index, path, .. } => {
+            let target = &shared.routes[index];
+            let Some(query) = &target.query else {
+                return Err(ProxyError::NotFound("no query endpoint for this route".into()).into());
+            };
+            let ctx = crate::query::QueryContext {
+                target: query,
+                client: &shared.client,
+                signer: &target.signer,
+                credentials: &target.credentials,
+                clock: shared.clock.as_ref(),
+                upstream_timeout: shared.upstream_timeout,
+                max_body_size: shared.max_body_size,
+                limits: &shared.limits,
+                metrics: &shared.metrics,
+            };
+            Ok(crate::query::forward(&ctx, path, req).await?)
         }
         Route::Write { .. } => Err(ProxyError::MethodNotAllowed {
             method,
@@ -336,7 +391,7 @@ fn readiness(shared: &Shared) -> Response<ResponseBody> {
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -234,6 +234,8 @@ pub fn parse(
                 region,
                 role,
                 inbound_auth,
+                query: None,
+                query_prefix: String::new(),
             });
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -54,7 +54,7 @@ pub struct UpstreamAnswer {
 impl UpstreamAnswer {
     /// The answer as a response to the sender: status, relayed headers and body unchanged.
     pub fn into_response(self) -> Response<ResponseBody> {
-        let mut resp = Response::new(Full::new(self.body));
+        let mut resp = Response::new(ResponseBody::full(self.body));
         *resp.status_mut() = self.status;
         *resp.headers_mut() = self.headers;
         resp
@@ -144,6 +144,21 @@ impl UpstreamClient {
             latency: started.elapsed(),
             error_type,
         })
+    }
+}
+
+impl UpstreamClient {
+    /// Sends `req` and returns the answer as soon as its headers arrive (within `timeout`); the
+    /// body is left to the caller to stream.
+    pub async fn send_streaming(
+        &self,
+        req: Request<OutboundBody>,
+        timeout: Duration,
+    ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        tokio::time::timeout(timeout, self.client.request(req))
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout(timeout))?
+            .map_err(classify)
     }
 }
 

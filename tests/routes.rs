@@ -238,3 +238,71 @@ async fn routes_have_their_own_inbound_auth_or_the_global_one() {
     // Readiness stays open (probes carry no token), without STS's reasons.
     assert_eq!(get(&proxy.url("/-/ready")).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn with_the_read_path_each_route_answers_queries_under_its_own_prefix() {
+    let sts = sts_for_two_roles().await;
+    let (amp_a, amp_b) = (AmpStandIn::start().await, AmpStandIn::start().await);
+    let json = Reply {
+        status: 200,
+        headers: vec![("content-type", "application/json")],
+        body: r#"{"status":"success","data":[]}"#,
+        delay: Duration::ZERO,
+    };
+    amp_a.set_reply(json.clone());
+    amp_b.set_reply(json);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("team-a.token"), "token-of-team-a\n").unwrap();
+    let config = routes_file(
+        dir.path(),
+        &amp_a.url(),
+        &amp_b.url(),
+        "inbound_bearer_token_file = \"team-a.token\"",
+        "",
+    );
+    let proxy = start(&config, &sts, &["--enable-query"]).await;
+    proxy.wait_ready(Duration::from_secs(10)).await;
+
+    let query = |path: &str, token: Option<&str>| {
+        let mut req = Request::get(proxy.url(path));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        send(req.body(Full::new(bytes::Bytes::new())).unwrap())
+    };
+    let a = query("/team-a/api/v1/query?query=up", Some("token-of-team-a")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let b = query("/team-b/api/v1/label/job/values", None).await;
+    assert_eq!(b.status, StatusCode::OK, "{}", b.text());
+    // Each went to its own workspace, signed for it.
+    let (got_a, got_b) = (amp_a.received(), amp_b.received());
+    assert_eq!((got_a.len(), got_b.len()), (1, 1));
+    assert_eq!(got_a[0].path, "/workspaces/ws-0123abcd/api/v1/query");
+    assert_eq!(got_a[0].query.as_deref(), Some("query=up"));
+    assert_eq!(
+        got_b[0].path,
+        "/workspaces/ws-0123abcd/api/v1/label/job/values"
+    );
+    assert!(got_a[0].verdict.is_ok() && got_b[0].verdict.is_ok());
+
+    // team-a's own authentication guards its queries; no prefix, no route.
+    let refused = query("/team-a/api/v1/query?query=up", None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    for path in [
+        "/api/v1/query?query=up",
+        "/team-c/api/v1/query?query=up",
+        "/team-b/api/v1/admin/tsdb/snapshot",
+    ] {
+        let r = query(path, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert_eq!((amp_a.count(), amp_b.count()), (1, 1));
+    let m = get(&proxy.url("/metrics")).await.text();
+    for line in [
+        r#"amp_rw_proxy_requests_total{route="team-a",path="/api/v1/query",code="200"} 1"#,
+        r#"amp_rw_proxy_requests_total{route="team-a",path="/api/v1/query",code="401"} 1"#,
+        r#"amp_rw_proxy_requests_total{route="team-b",path="/api/v1/label/:name/values",code="200"} 1"#,
+    ] {
+        assert!(m.contains(line), "missing {line} in\n{m}");
+    }
+}

@@ -18,6 +18,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -332,11 +333,21 @@ impl Default for Reply {
     }
 }
 
+/// Error type of streamed stand-in answers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A response body the stand-in produces on demand (see [`AmpStandIn::set_streamer`]).
+pub type StreamedBody = UnsyncBoxBody<Bytes, BoxError>;
+/// Makes the body of each answer while set.
+pub type Streamer = Arc<dyn Fn() -> StreamedBody + Send + Sync>;
+
 /// One request as the stand-in saw it.
 #[derive(Clone, Debug)]
 pub struct Received {
     pub version: Version,
+    pub method: http::Method,
     pub path: String,
+    /// The raw query string, if any.
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
     /// `Ok` if signature, body hash, token, scope and date all check out.
@@ -352,6 +363,9 @@ pub struct AmpStandIn {
     /// Notified whenever a request has arrived (before the reply is sent).
     pub arrived: Arc<Notify>,
     pub tls_ca_pem: Option<String>,
+    /// While set, verified requests are answered with `reply`'s status and headers and this
+    /// body (instead of `reply.body`).
+    pub streamer: Arc<Mutex<Option<Streamer>>>,
 }
 
 impl AmpStandIn {
@@ -374,15 +388,17 @@ impl AmpStandIn {
         let reply = Arc::new(Mutex::new(Reply::default()));
         let script = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let arrived = Arc::new(Notify::new());
-        let (r, p, sc, a) = (
+        let streamer: Arc<Mutex<Option<Streamer>>> = Arc::new(Mutex::new(None));
+        let (r, p, sc, a, st) = (
             received.clone(),
             reply.clone(),
             script.clone(),
             arrived.clone(),
+            streamer.clone(),
         );
         let handler = move |req| {
-            let (r, p, sc, a) = (r.clone(), p.clone(), sc.clone(), a.clone());
-            async move { amp_handle(req, &r, &p, &sc, &a).await }
+            let (r, p, sc, a, st) = (r.clone(), p.clone(), sc.clone(), a.clone(), st.clone());
+            async move { amp_handle(req, &r, &p, &sc, &a, &st).await }
         };
         let (addr, tls_ca_pem) = match alpn {
             Some(alpn) => {
@@ -398,7 +414,13 @@ impl AmpStandIn {
             script,
             arrived,
             tls_ca_pem,
+            streamer,
         }
+    }
+
+    /// Answers verified requests with bodies made by `make` (status and headers from `reply`).
+    pub fn set_streamer(&self, make: impl Fn() -> StreamedBody + Send + Sync + 'static) {
+        *self.streamer.lock().unwrap() = Some(Arc::new(make));
     }
 
     pub fn url(&self) -> String {
@@ -439,13 +461,17 @@ async fn amp_handle(
     reply: &Mutex<Reply>,
     script: &Mutex<std::collections::VecDeque<Reply>>,
     arrived: &Notify,
-) -> Response<Full<Bytes>> {
+    streamer: &Mutex<Option<Streamer>>,
+) -> Response<StreamedBody> {
+    let full = |b: Bytes| Full::new(b).map_err(|never| match never {}).boxed_unsync();
     let (parts, body) = req.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     let verdict = verify_signature(&parts, &body);
     received.lock().unwrap().push(Received {
         version: parts.version,
+        method: parts.method.clone(),
         path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
         headers: parts.headers.clone(),
         body,
         verdict: verdict.clone(),
@@ -454,7 +480,7 @@ async fn amp_handle(
     if let Err(why) = verdict {
         return Response::builder()
             .status(403)
-            .body(Full::new(Bytes::from(why)))
+            .body(full(Bytes::from(why)))
             .unwrap();
     }
     let scripted = script.lock().unwrap().pop_front();
@@ -466,8 +492,13 @@ async fn amp_handle(
     for (k, v) in &reply.headers {
         resp = resp.header(*k, *v);
     }
-    resp.body(Full::new(Bytes::from_static(reply.body.as_bytes())))
-        .unwrap()
+    let make = streamer.lock().unwrap().clone();
+    match make {
+        Some(make) => resp.body(make()).unwrap(),
+        None => resp
+            .body(full(Bytes::from_static(reply.body.as_bytes())))
+            .unwrap(),
+    }
 }
 
 /// Recomputes the SigV4 signature over exactly the request's `SignedHeaders` with the assumed
@@ -535,7 +566,15 @@ pub fn verify_signature(parts: &http::request::Parts, body: &[u8]) -> Result<(),
         }
     }
     let host = h("host").ok_or("missing host")?;
-    let uri = format!("http://{host}{}", parts.uri.path());
+    // With the query string as received: aws-sigv4 canonicalises it (form-decoded, re-encoded,
+    // sorted) the way AWS does.
+    let uri = format!(
+        "http://{host}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map_or(parts.uri.path(), |pq| pq.as_str())
+    );
     let creds = Credentials::new(
         ASSUMED_ACCESS_KEY,
         ASSUMED_SECRET,
@@ -557,7 +596,7 @@ pub fn verify_signature(parts: &http::request::Parts, body: &[u8]) -> Result<(),
         .unwrap()
         .into();
     let signable = SignableRequest::new(
-        "POST",
+        parts.method.as_str(),
         uri,
         headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         SignableBody::Precomputed(body_hash),
@@ -583,10 +622,12 @@ pub fn verify_signature(parts: &http::request::Parts, body: &[u8]) -> Result<(),
 // ---------------------------------------------------------------------------------------------
 // Servers
 
-async fn serve_plain<F, Fut>(handler: F) -> SocketAddr
+async fn serve_plain<F, Fut, RB>(handler: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: std::future::Future<Output = Response<RB>> + Send + 'static,
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -610,10 +651,12 @@ where
     addr
 }
 
-async fn serve_tls<F, Fut>(handler: F, alpn: &[&[u8]]) -> (SocketAddr, String)
+async fn serve_tls<F, Fut, RB>(handler: F, alpn: &[&[u8]]) -> (SocketAddr, String)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: std::future::Future<Output = Response<RB>> + Send + 'static,
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
 {
     let ca =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])

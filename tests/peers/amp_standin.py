@@ -9,6 +9,12 @@ Checks, in order (the first failure answers 403 with the reason, as AMP would):
   scope date; X-Amz-Content-SHA256 (if sent) is the SHA-256 of the body actually received; the
   signature recomputed over exactly the request's SignedHeaders equals the one sent.
 
+Query API requests (GET, or POST with a form body) on /workspaces/<id>/api/v1/<endpoint> are
+verified the same way — the canonical query string is botocore's, from the query string exactly as
+received, and a POST's body hash is checked — then relayed to the receiver's /api/v1/<endpoint>
+with the same query string and body, and its answer streamed back as it arrives (Content-Encoding
+such as gzip untouched).
+
 Usage: amp_standin.py --moto URL --receiver URL [--port N] [--region R] [--wrong-secret]
 Prints {"port": N} on stdout once listening. GET /-/stats returns counts, rejection reasons and
 the last accepted request's headers; GET /-/last-body returns that request's body.
@@ -18,6 +24,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import re
 import signal
 import sys
 import threading
@@ -43,6 +50,9 @@ RELAYED_RESPONSE_HEADERS = [
     "X-Prometheus-Remote-Write-Exemplars-Written",
 ]
 MAX_SKEW = datetime.timedelta(minutes=5)
+QUERY_PATH = re.compile(r"^/workspaces/[^/?]+(/api/v1/(?!remote_write\b)[^?]+)(\?.*)?$")
+QUERY_REQUEST_HEADERS = ["Accept", "Accept-Encoding", "Content-Type", "User-Agent"]
+QUERY_RESPONSE_HEADERS = ["Content-Type", "Content-Encoding", "Vary", "Cache-Control"]
 
 
 class Reject(Exception):
@@ -74,6 +84,7 @@ class State:
         self.args = args
         self.lock = threading.Lock()
         self.accepted = 0
+        self.queries = 0
         self.rejected = 0
         self.reasons = []
         self.last_headers = {}
@@ -157,12 +168,78 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def reject(self, e):
+        st = self.state
+        with st.lock:
+            st.rejected += 1
+            st.reasons.append(str(e))
+        self.log_message("rejected: %s", e)
+        self.answer(403, (str(e) + "\n").encode(), [("Content-Type", "text/plain")])
+
+    def relay_query(self, method, endpoint, query):
+        """Verifies a query API request, relays it to the receiver and streams the answer back."""
+        st = self.state
+        body = b""
+        if method == "POST":
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        try:
+            verify(st, method, self.path, self.headers, body)
+        except Reject as e:
+            self.reject(e)
+            return
+        with st.lock:
+            st.accepted += 1
+            st.queries += 1
+            st.last_headers = {k.lower(): v for k, v in self.headers.items()}
+            st.last_body = body
+        forward = urllib.request.Request(
+            f"{st.args.receiver}{endpoint}{query or ''}", data=body if method == "POST" else None, method=method
+        )
+        for name in QUERY_REQUEST_HEADERS:
+            if self.headers.get(name) is not None:
+                forward.add_header(name, self.headers[name])
+        try:
+            resp = urllib.request.urlopen(forward, timeout=30)
+        except urllib.error.HTTPError as e:
+            resp = e
+        except OSError as e:
+            self.answer(503, f"receiver unreachable: {e}\n".encode())
+            return
+        with resp:
+            status = resp.status if hasattr(resp, "status") else resp.code
+            length = resp.headers.get("Content-Length")
+            self.send_response(status)
+            for k in QUERY_RESPONSE_HEADERS:
+                if resp.headers.get(k) is not None:
+                    self.send_header(k, resp.headers[k])
+            if length is not None:
+                self.send_header("Content-Length", length)
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            while True:
+                chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+                if not chunk:
+                    break
+                if length is None:
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                else:
+                    self.wfile.write(chunk)
+                self.wfile.flush()
+            if length is None:
+                self.wfile.write(b"0\r\n\r\n")
+
     def do_GET(self):
         st = self.state
+        m = QUERY_PATH.match(self.path)
+        if m:
+            self.relay_query("GET", m.group(1), m.group(2))
+            return
         if self.path == "/-/stats":
             with st.lock:
                 stats = {
                     "accepted": st.accepted,
+                    "queries": st.queries,
                     "rejected": st.rejected,
                     "reasons": st.reasons[-20:],
                     "last_headers": st.last_headers,
@@ -177,16 +254,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         st = self.state
+        m = QUERY_PATH.match(self.path)
+        if m:
+            self.relay_query("POST", m.group(1), m.group(2))
+            return
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
         try:
             verify(st, "POST", self.path, self.headers, body)
         except Reject as e:
-            with st.lock:
-                st.rejected += 1
-                st.reasons.append(str(e))
-            self.log_message("rejected: %s", e)
-            self.answer(403, (str(e) + "\n").encode(), [("Content-Type", "text/plain")])
+            self.reject(e)
             return
         with st.lock:
             st.accepted += 1

@@ -106,7 +106,9 @@ impl App {
                     .or_insert((routes.len(), p.label));
             }
             if route.query.is_some() {
-                query_prefixes.insert(route.query_prefix.clone(), routes.len());
+                for prefix in &route.query_prefixes {
+                    query_prefixes.insert(prefix.clone(), routes.len());
+                }
             }
             routes.push(RouteTarget {
                 name: route.name,

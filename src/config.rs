@@ -293,8 +293,9 @@ pub struct RouteConfig {
     pub inbound_auth: Option<InboundAuth>,
     /// `--enable-query`: the workspace's query endpoint; `None` when the read path is off.
     pub query: Option<crate::query::QueryTarget>,
-    /// `--enable-query`: the query API is served on this prefix + `/api/v1/query` etc.
-    pub query_prefix: String,
+    /// `--enable-query`: the query API is served on each of these prefixes + `/api/v1/query`
+    /// etc.
+    pub query_prefixes: Vec<String>,
 }
 
 /// An inbound path and its `path` metric label. Labels are `&'static str` so that recording a
@@ -648,6 +649,11 @@ fn add_query_endpoints(routes: &mut [RouteConfig], from_file: bool, errors: &mut
             }),
         );
         if !from_file {
+            // No prefix, and the workspace's own (`/workspaces/<id>`): a data source URL
+            // written for aws-sigv4-proxy keeps working, as the upstream path does for writes.
+            route.query_prefixes = std::iter::once(String::new())
+                .chain(route.query.as_ref().map(|q| q.base_path().to_string()))
+                .collect();
             continue;
         }
         let path = &route.paths[0].path;
@@ -669,7 +675,7 @@ fn add_query_endpoints(routes: &mut [RouteConfig], from_file: bool, errors: &mut
             )));
         }
         prefixes.push((prefix.to_string(), route.name));
-        route.query_prefix = prefix.to_string();
+        route.query_prefixes = vec![prefix.to_string()];
     }
 }
 
@@ -754,7 +760,7 @@ fn flags_route(
         role,
         inbound_auth: None,
         query: None,
-        query_prefix: String::new(),
+        query_prefixes: Vec::new(),
     }])
 }
 
@@ -1111,7 +1117,7 @@ mod tests {
             on.routes[0].query.as_ref().unwrap().base_path(),
             "/workspaces/ws-1"
         );
-        assert_eq!(on.routes[0].query_prefix, "");
+        assert_eq!(on.routes[0].query_prefixes, ["", "/workspaces/ws-1"]);
         let odd = "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/write";
         let err =
             Config::from_cli(&cli(&["--upstream-url", odd, "--enable-query"]), &env()).unwrap_err();
@@ -1634,8 +1640,8 @@ mod tests {
             ("c", "/api/v1/write"),
         ]);
         let c = Config::from_cli(&cli(&["--config", f, "--enable-query"]), &env()).unwrap();
-        let prefixes: Vec<&str> = c.routes.iter().map(|r| r.query_prefix.as_str()).collect();
-        assert_eq!(prefixes, ["/a", "/b", ""]);
+        let prefixes: Vec<&[String]> = c.routes.iter().map(|r| &r.query_prefixes[..]).collect();
+        assert_eq!(prefixes, [["/a"], ["/b"], [""]]);
         assert!(c.routes.iter().all(|r| r.query.is_some()));
 
         write(&[

@@ -235,7 +235,7 @@ pub fn parse(
                 role,
                 inbound_auth,
                 query: None,
-                query_prefix: String::new(),
+                query_prefixes: Vec::new(),
             });
         }
     }

@@ -101,6 +101,8 @@ async fn only_the_allowlisted_paths_are_forwarded() {
         "/api/v1//query",
         "/API/V1/QUERY",
         "/workspaces/ws-other/api/v1/query",
+        "/workspaces/ws-0123abcd/api/v1/admin/tsdb/snapshot",
+        "/workspaces/ws-0123abcd/api/v1/query/../../../ws-other/api/v1/query",
         "/federate",
     ] {
         let a = get(&proxy.url(path)).await;
@@ -142,6 +144,13 @@ async fn only_the_allowlisted_paths_are_forwarded() {
         .unwrap_or_else(|| panic!("no label-values series in\n{metrics}"));
     assert!(line.ends_with(" 3"), "{line}");
     assert!(!metrics.contains("U__http"), "names never become labels");
+
+    // The workspace's own prefix works too: a data source URL written for aws-sigv4-proxy.
+    let a = get(&proxy.url(&format!("{BASE}/api/v1/labels"))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let last = amp.received().pop().unwrap();
+    assert_eq!(last.path, format!("{BASE}/api/v1/labels"));
+    assert_eq!(last.verdict, Ok(()));
 }
 
 #[tokio::test]

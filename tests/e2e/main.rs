@@ -300,7 +300,11 @@ async fn happy_path_remote_write_2_from_prometheus_3() {
     assert_eq!(c.moto.assumed_roles().await.len(), 1);
     assert_sender_lost_nothing(&c.sender).await;
 
-    // The receiver's *-Written headers come back through the proxy: replay a real v2 batch.
+    // The receiver's *-Written headers come back through the proxy: replay a real v2 batch —
+    // the newest, so the sender is stopped first (a batch arriving after it was fetched would
+    // make the replay out of order, which the receiver refuses).
+    let mut c = c;
+    assert!(c.sender.proc.terminate().success());
     let body = common::get(&format!("http://127.0.0.1:{}/-/last-body", c.standin.port))
         .await
         .body;

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Per-request cost of the proxy for A/B comparisons on a busy machine (see benches/bench.py for
+the full comparison). Starts the same peers as bench.py (moto's STS, an nginx `return 204`
+sink) and the proxy with --worker-threads 1, then for each body:
+
+  --mode callgrind (default): runs the proxy under valgrind's callgrind with instrumentation
+      off, warms it up, switches instrumentation on for exactly --requests requests (hey -n) and
+      reports user-space instructions per request (Ir / requests). Repeatable to ~0.1% whatever
+      else the machine runs; kernel work (the two loopback hops) is not counted. Leaves the
+      profile in target/bench/callgrind.<body>.out for callgrind_annotate.
+  --mode cpu: runs the release binary natively and reports CPU µs per request (utime+stime
+      from /proc, kernel included) over --requests requests, best of --repeat.
+
+  target/bench-venv/bin/python benches/profile.py --bodies 16KB,200KB --requests 3000
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+ROOT = bench.ROOT
+OUT = bench.OUT
+
+
+def hey_n(url, body_file, n, workers):
+    r = subprocess.run(
+        ["hey", "-n", str(n), "-c", str(workers), "-m", "POST", "-D", str(body_file),
+         "-T", "application/x-protobuf", "-H", "Content-Encoding: snappy",
+         "-H", "X-Prometheus-Remote-Write-Version: 0.1.0", "-H", "User-Agent: Prometheus/2.42.0", url],
+        capture_output=True, text=True, check=True,
+    )
+    codes = dict((c, int(k)) for c, k in __import__("re").findall(r"\[(\d+)\]\s+(\d+) responses", r.stdout))
+    if set(codes) != {"204"}:
+        raise RuntimeError(f"unexpected answers: {codes}\n{r.stdout}")
+    return codes["204"]
+
+
+def control(pid, port, *command):
+    """callgrind_control: valgrind only sees the command when the program runs, so the idle
+    proxy is poked with health checks (a few hundred instructions each) until it has."""
+    c = subprocess.Popen(["callgrind_control", *command, str(pid)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    while c.poll() is None:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=5).read()
+        except OSError:
+            pass
+        time.sleep(0.05)
+    if c.returncode != 0:
+        raise RuntimeError(f"callgrind_control {command} failed")
+
+
+def cpu(pid):
+    """(user, system) CPU seconds of `pid`."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / bench.CLK_TCK, int(fields[12]) / bench.CLK_TCK
+
+
+def callgrind_total(path):
+    totals = [int(line.split()[1]) for line in Path(path).read_text().splitlines()
+              if line.startswith("totals:")]
+    if not totals:
+        raise RuntimeError(f"no totals in {path}")
+    return totals[-1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=["callgrind", "cpu"], default="callgrind")
+    ap.add_argument("--bodies", default="16KB,200KB")
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=4, help="concurrent hey workers")
+    ap.add_argument("--repeat", type=int, default=3, help="cpu mode: runs per body (best is reported)")
+    ap.add_argument("--python", default=str(ROOT / ".venv/bin/python"))
+    ap.add_argument("--proxy", default=str(ROOT / "target/release/amp-rw-proxy"))
+    ap.add_argument("--label", default="", help="printed with the results")
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="amp-profile-")
+    procs = []
+    try:
+        bodies = bench.make_bodies([b for b in args.bodies.split(",")])
+        moto = bench.Proc("moto", [args.python, str(ROOT / "tests/peers/moto_sts.py"), "--external-id", "bench"])
+        procs.append(moto)
+        info = bench.read_announcement(OUT / "moto.log")
+        sink_port = bench.free_port()
+        sink = bench.Proc("nginx-sink", ["nginx", "-c", str(bench.nginx_conf(tmp, sink_port, 1))])
+        procs.append(sink)
+        bench.wait_http(f"http://127.0.0.1:{sink_port}/")
+        port = bench.free_port()
+        cmd = [
+            args.proxy, "--listen", f"127.0.0.1:{port}",
+            "--upstream-url", f"http://127.0.0.1:{sink_port}/workspaces/ws-bench/api/v1/remote_write",
+            "--region", "us-east-1", "--role-arn", info["role_arn"], "--external-id", "bench",
+            "--sts-endpoint", info["url"], "--worker-threads", "1", "--drain-delay", "0s",
+        ]
+        if args.mode == "callgrind":
+            cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                   f"--callgrind-out-file={OUT}/callgrind.%p.out"] + cmd
+        proxy = bench.Proc("profile-proxy", cmd, env=bench.proxy_env(info, tmp))
+        procs.append(proxy)
+        bench.wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=120)
+        url = f"http://127.0.0.1:{port}/api/v1/write"
+        for name, body in bodies.items():
+            hey_n(url, body["path"], 200, args.workers)  # warm-up: connections, buffers
+            if args.mode == "callgrind":
+                pid = proxy.p.pid
+                control(pid, port, "-z")
+                control(pid, port, "-i", "on")
+                n = hey_n(url, body["path"], args.requests, args.workers)
+                control(pid, port, "-i", "off")
+                control(pid, port, "-d")
+                dumps = sorted(OUT.glob(f"callgrind.{pid}.out.*"), key=os.path.getmtime)
+                dest = OUT / f"callgrind.{name}.out"
+                shutil.move(dumps[-1], dest)
+                ir = callgrind_total(dest)
+                print(f"{args.label} {name} ({body['bytes']} B): {ir / n:,.0f} instructions/request "
+                      f"(callgrind, {n} requests)", flush=True)
+            else:
+                best = None
+                for _ in range(args.repeat):
+                    c0 = cpu(proxy.p.pid)
+                    n = hey_n(url, body["path"], args.requests, args.workers)
+                    c1 = cpu(proxy.p.pid)
+                    us = [(b - a) / n * 1e6 for a, b in zip(c0, c1)]
+                    best = us if best is None or sum(us) < sum(best) else best
+                print(f"{args.label} {name} ({body['bytes']} B): {sum(best):.1f} CPU µs/request "
+                      f"(user {best[0]:.1f} + system {best[1]:.1f}; best of {args.repeat} x {args.requests})",
+                      flush=True)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

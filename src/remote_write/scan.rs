@@ -52,12 +52,18 @@ pub fn scan_v1(buf: &[u8], validate: bool) -> Result<Counts, String> {
 pub fn count_v1(buf: &[u8]) -> Option<Counts> {
     let mut c = Counts::default();
     let mut pos = 0;
+    // Series are walked two at a time, interleaved: walking one is a chain of dependent loads
+    // (each field's length says where the next starts), two chains overlap in the CPU.
+    let mut pending: Option<&[u8]> = None;
     while pos < buf.len() {
         let (number, wire_type) = fast::key(buf, &mut pos)?;
         match (number, wire_type) {
             (1, LEN) => {
                 let ts = fast::bytes(buf, &mut pos)?;
-                count_series_v1(ts, &mut c)?;
+                match pending.take() {
+                    None => pending = Some(ts),
+                    Some(first) => count_two_series_v1(first, ts, &mut c)?,
+                }
                 c.series += 1;
             }
             (3, LEN) => {
@@ -68,29 +74,48 @@ pub fn count_v1(buf: &[u8]) -> Option<Counts> {
             (_, wt) => fast::skip(buf, &mut pos, wt)?,
         }
     }
+    if let Some(last) = pending {
+        count_two_series_v1(last, &[], &mut c)?;
+    }
     Some(c)
 }
 
-#[inline]
-fn count_series_v1(ts: &[u8], c: &mut Counts) -> Option<()> {
-    let mut pos = 0;
-    while pos < ts.len() {
-        let (number, wire_type) = fast::key(ts, &mut pos)?;
-        match (number, wire_type) {
-            (1..=4, LEN) => {
-                fast::bytes(ts, &mut pos)?;
-                match number {
-                    2 => c.samples += 1,
-                    3 => c.exemplars += 1,
-                    4 => c.histograms += 1,
-                    _ => {}
-                }
-            }
-            (1..=4, _) => return None,
-            (_, wt) => fast::skip(ts, &mut pos, wt)?,
-        }
+/// Counts the fields of two series, a field of each in turn.
+fn count_two_series_v1(a: &[u8], b: &[u8], c: &mut Counts) -> Option<()> {
+    // [samples, exemplars, histograms]
+    let mut n = [0u64; 3];
+    let (mut pa, mut pb) = (0, 0);
+    while pa < a.len() && pb < b.len() {
+        series_field_v1(a, &mut pa, &mut n)?;
+        series_field_v1(b, &mut pb, &mut n)?;
     }
+    while pa < a.len() {
+        series_field_v1(a, &mut pa, &mut n)?;
+    }
+    while pb < b.len() {
+        series_field_v1(b, &mut pb, &mut n)?;
+    }
+    c.samples += n[0];
+    c.exemplars += n[1];
+    c.histograms += n[2];
     Some(())
+}
+
+/// One field of a `TimeSeries`, as [`series_v1`] takes it without validation.
+#[inline(always)]
+fn series_field_v1(ts: &[u8], pos: &mut usize, n: &mut [u64; 3]) -> Option<()> {
+    let (number, wire_type) = fast::key(ts, pos)?;
+    match (number, wire_type) {
+        (1..=4, LEN) => {
+            fast::bytes(ts, pos)?;
+            if number > 1 {
+                n[number as usize - 2] += 1;
+            }
+            Some(())
+        }
+        (1..=4, _) => None,
+        (_, wt) => fast::skip(ts, pos, wt),
+    }
 }
 
 /// The counting walk's reader: [`Reader`]'s rules (varints of at most 10 bytes whose 10th
@@ -106,6 +131,13 @@ mod fast {
         *pos += 1;
         if b < 0x80 {
             return Some(u64::from(b));
+        }
+        // Two bytes: series lengths (128 bytes to 16 KiB).
+        if let Some(&b2) = buf.get(*pos) {
+            if b2 < 0x80 {
+                *pos += 1;
+                return Some(u64::from(b & 0x7f) | u64::from(b2) << 7);
+            }
         }
         varint_slow(buf, pos, b)
     }

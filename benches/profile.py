@@ -9,6 +9,9 @@ sink) and the proxy with --worker-threads 1, then for each body:
       else the machine runs; kernel work (the two loopback hops) is not counted. Leaves the
       profile in target/bench/callgrind.<body>.out for callgrind_annotate.
   --mode strace: system calls per request (strace -c -f attached for --requests requests).
+  --mode perf: perf record -e cpu-clock (a software clock: works without hardware counters)
+      for --requests requests, kernel included; report in target/bench/perf.<body>.data.
+  --mode rss: wrk with 16 connections for 3 s per body, then the proxy's RSS and peak RSS.
   --mode cpu: runs the release binary natively and reports CPU µs per request (utime+stime
       from /proc, kernel included) over --requests requests, best of --repeat.
 
@@ -91,7 +94,9 @@ def callgrind_total(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", choices=["callgrind", "cpu", "strace"], default="callgrind")
+    ap.add_argument("--mode", choices=["callgrind", "cpu", "strace", "perf", "rss"], default="callgrind")
+    ap.add_argument("--worker-threads", default="1")
+    ap.add_argument("--body-file", action="append", default=[], help="extra body files (name = file name)")
     ap.add_argument("--bodies", default="16KB,200KB")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=4, help="concurrent hey workers")
@@ -106,6 +111,8 @@ def main():
     procs = []
     try:
         bodies = bench.make_bodies([b for b in args.bodies.split(",")])
+        for f in args.body_file:
+            bodies[Path(f).name] = {"path": Path(f), "bytes": Path(f).stat().st_size}
         moto = bench.Proc("moto", [args.python, str(ROOT / "tests/peers/moto_sts.py"), "--external-id", "bench"])
         procs.append(moto)
         info = bench.read_announcement(OUT / "moto.log")
@@ -118,7 +125,7 @@ def main():
             args.proxy, "--listen", f"127.0.0.1:{port}",
             "--upstream-url", f"http://127.0.0.1:{sink_port}/workspaces/ws-bench/api/v1/remote_write",
             "--region", "us-east-1", "--role-arn", info["role_arn"], "--external-id", "bench",
-            "--sts-endpoint", info["url"], "--worker-threads", "1", "--drain-delay", "0s",
+            "--sts-endpoint", info["url"], "--worker-threads", args.worker_threads, "--drain-delay", "0s",
         ]
         if args.mode == "callgrind":
             cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -142,6 +149,19 @@ def main():
                 ir = callgrind_total(dest)
                 print(f"{args.label} {name} ({body['bytes']} B): {ir / n:,.0f} instructions/request "
                       f"(callgrind, {n} requests)", flush=True)
+            elif args.mode == "perf":
+                data = OUT / f"perf.{name}.data"
+                pr = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "5000", "-g", "-o", str(data),
+                                       "-p", str(proxy.p.pid)], stderr=subprocess.DEVNULL)
+                time.sleep(1)
+                hey_n(url, body["path"], args.requests, args.workers)
+                pr.send_signal(2)
+                pr.wait()
+                print(f"{args.label} {name}: perf report --no-children -i {data}", flush=True)
+            elif args.mode == "rss":
+                r = bench.wrk(url, body["path"], 3, 16, 2)
+                print(f"{args.label} {name}: {r['requests']} requests, RSS {proxy.status_kib('VmRSS') / 1024:.1f} MiB, "
+                      f"peak {proxy.status_kib('VmHWM') / 1024:.1f} MiB", flush=True)
             elif args.mode == "strace":
                 out = OUT / f"strace.{name}.txt"
                 st = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(proxy.p.pid)])

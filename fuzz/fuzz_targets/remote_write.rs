@@ -39,9 +39,9 @@ fuzz_target!(|data: &[u8]| {
     let count = remote_write::process(protocol, &body, &base);
     assert!(matches!(count, Ok(Outcome::PassThrough { .. })));
     // The counting fast path (every request without flags) agrees with the general scan.
-    if let Ok(raw) = snap::raw::Decoder::new().decompress_vec(&body) {
-        assert_eq!(scan::count_v1(&raw), scan::scan_v1(&raw, false).ok());
-    }
+    let _ = remote_write::with_decompressed(&body, base.max_decoded_size, |raw| {
+        assert_eq!(scan::count_v1(raw), scan::scan_v1(raw, false).ok());
+    });
 
     let validate = Settings {
         validate: true,

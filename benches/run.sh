@@ -28,5 +28,5 @@ if ! "$venv/bin/python" -c 'import cramjam, matplotlib' >/dev/null 2>&1; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check cramjam==2.14.0 matplotlib==3.11.2
 fi
-cargo build --release --locked
+cargo build --release --locked --bin amp-rw-proxy --example sha256_cost --example payload_cost
 exec "$venv/bin/python" benches/bench.py "$@"

@@ -1,12 +1,16 @@
-//! Request bodies: read once with a size bound, hashed as they arrive, forwarded as the very
-//! same `Bytes` chunks (no copy, no re-assembly).
+//! Request bodies: read once with a size bound, hashed as they arrive, and kept as one
+//! contiguous buffer, which is what is forwarded (and, for retries, forwarded again) without
+//! further copies. A body that arrives in one chunk is that very chunk; one that arrives in
+//! several is gathered as it arrives, into a buffer of its declared length: payload accounting
+//! needs the body contiguous to decode it, and copying each chunk right after hashing it, while
+//! it is still in cache, is cheaper than a second pass over the body later.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use aws_lc_rs::digest;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
@@ -45,7 +49,10 @@ impl BufferedBody {
         B::Error: std::fmt::Display,
         F: FnMut(usize) -> bool,
     {
-        let mut chunks = Vec::new();
+        // The declared length (hyper's exact size hint for a Content-Length body), bounded by
+        // the limit: the gathering buffer's size when the body comes in several chunks.
+        let expected = body.size_hint().exact().unwrap_or(0).min(limit);
+        let mut gathered = Gathered::Nothing;
         let mut len: u64 = 0;
         let mut hash = digest::Context::new(&digest::SHA256);
         while let Some(frame) = body.frame().await {
@@ -61,10 +68,15 @@ impl BufferedBody {
                 }
                 if !data.is_empty() {
                     hash.update(&data);
-                    chunks.push(data);
+                    gathered = gathered.add(data, expected);
                 }
             }
         }
+        let chunks = match gathered {
+            Gathered::Nothing => Vec::new(),
+            Gathered::One(chunk) => vec![chunk],
+            Gathered::Many(buf) => vec![buf.freeze()],
+        };
         Ok(Self {
             chunks,
             len,
@@ -126,6 +138,34 @@ impl BufferedBody {
     }
 }
 
+/// A body being received: nothing yet, its first chunk as it came, or (from the second chunk
+/// on) everything so far in one buffer.
+enum Gathered {
+    Nothing,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Gathered {
+    fn add(self, chunk: Bytes, expected: u64) -> Self {
+        match self {
+            Gathered::Nothing => Gathered::One(chunk),
+            Gathered::One(first) => {
+                let so_far = first.len() + chunk.len();
+                let capacity = usize::try_from(expected).unwrap_or(0).max(so_far);
+                let mut buf = BytesMut::with_capacity(capacity);
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&chunk);
+                Gathered::Many(buf)
+            }
+            Gathered::Many(mut buf) => {
+                buf.extend_from_slice(&chunk);
+                Gathered::Many(buf)
+            }
+        }
+    }
+}
+
 /// An outbound request body: the received chunks, with an exact size so hyper sends
 /// `Content-Length` rather than chunked encoding.
 #[derive(Debug, Default)]
@@ -166,9 +206,12 @@ mod tests {
     use http_body_util::Full;
 
     #[tokio::test]
-    async fn hashes_and_keeps_chunks_without_copying() {
-        let parts = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
-        let ptr = parts[0].as_ptr();
+    async fn hashes_and_gathers_chunks_into_one_buffer() {
+        let parts = [
+            Bytes::from_static(b"hello "),
+            Bytes::from_static(b"wor"),
+            Bytes::from_static(b"ld"),
+        ];
         // An OutboundBody is itself a multi-chunk body: use it as the "received" stream.
         let received = OutboundBody {
             chunks: parts.to_vec().into(),
@@ -181,15 +224,57 @@ mod tests {
             body.sha256_hex(),
             "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
         );
+        let whole = body.to_bytes();
+        assert_eq!(whole, Bytes::from_static(b"hello world"));
+        // Gathered once, into a buffer of the declared size: no further copies.
+        assert_eq!(body.to_bytes().as_ptr(), whole.as_ptr());
         let mut out = body.to_outbound();
         assert_eq!(out.size_hint().exact(), Some(11));
-        let first = out.frame().await.unwrap().unwrap().into_data().unwrap();
+        let only = out.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(
-            first.as_ptr(),
-            ptr,
-            "the received chunk itself is forwarded"
+            only.as_ptr(),
+            whole.as_ptr(),
+            "the gathered buffer is forwarded"
         );
-        assert_eq!(body.to_bytes(), Bytes::from_static(b"hello world"));
+        assert!(out.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_chunk_is_forwarded_without_copying() {
+        let chunk = Bytes::from(vec![7u8; 1000]);
+        let ptr = chunk.as_ptr();
+        let body = BufferedBody::read(Full::new(chunk), 1000, |_| true)
+            .await
+            .unwrap();
+        assert_eq!(body.to_bytes().as_ptr(), ptr);
+        let mut out = body.to_outbound();
+        let only = out.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(only.as_ptr(), ptr, "the received chunk itself is forwarded");
+    }
+
+    /// Chunks without a declared length (chunked transfer encoding).
+    struct Undeclared(VecDeque<Bytes>);
+
+    impl Body for Undeclared {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_without_declared_length_is_gathered_too() {
+        let parts = [&b"ab"[..], b"cd", b"", b"e"].map(Bytes::from_static);
+        let received = Undeclared(parts.to_vec().into());
+        assert_eq!(received.size_hint().exact(), None);
+        let body = BufferedBody::read(received, 100, |_| true).await.unwrap();
+        assert_eq!(body.to_bytes(), Bytes::from_static(b"abcde"));
+        assert_eq!(body.to_outbound().size_hint().exact(), Some(5));
     }
 
     #[tokio::test]

@@ -764,3 +764,92 @@ fn a_repeated_label_field_cannot_hide_invalid_utf8() {
     let r = rejected(Protocol::V1, &compress(&request), &validating());
     assert!(r.reason.contains("is not valid UTF-8"), "{}", r.reason);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The counting fast path
+
+/// `scan::count_v1` (every request without flags) accepts, refuses and counts exactly as
+/// `scan::scan_v1` without validation: on real bodies, hand-built edge cases, and thousands of
+/// corruptions of them (flipped, inserted, removed and truncated bytes, including multi-byte
+/// varints, unknown fields of every wire type and wire types that do not exist).
+#[test]
+fn the_counting_fast_path_agrees_with_the_scan() {
+    use amp_rw_proxy::remote_write::scan;
+    let mut messages: Vec<Vec<u8>> = V1_FIXTURES
+        .iter()
+        .map(|name| decompress(&fixture(name).1))
+        .collect();
+    messages.push(batch_v1(300).encode_to_vec());
+    messages.push(Vec::new());
+    // Unknown fields of each wire type, top level and in a series; a long (3-byte) length.
+    let mut odd = vec![
+        0x28, 0x96, 0x01, 0x31, 1, 2, 3, 4, 5, 6, 7, 8, 0x3d, 1, 2, 3, 4,
+    ];
+    let series = [0x12, 0x0b, 0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x10, 0x01];
+    let mut ts = vec![0x28, 0x01, 0x35, 1, 2, 3, 4, 0x1a, 0x00, 0x22, 0x00];
+    ts.extend_from_slice(&series);
+    odd.push(0x0a);
+    odd.push(ts.len() as u8);
+    odd.extend_from_slice(&ts);
+    odd.extend_from_slice(&[0x1a, 0x80, 0x80, 0x01]);
+    odd.extend(std::iter::repeat_n(0u8, 1 << 14));
+    let c = scan::count_v1(&odd).expect("well-formed");
+    assert_eq!((c.series, c.samples, c.metadata), (1, 1, 1));
+    assert_eq!((c.exemplars, c.histograms), (1, 1));
+    messages.push(odd);
+    let mut rng = fastrand::Rng::with_seed(6);
+    let (mut counted, mut refused) = (0, 0);
+    for message in &messages {
+        let mut check = |m: &[u8]| {
+            let fast = scan::count_v1(m);
+            assert_eq!(
+                fast,
+                scan::scan_v1(m, false).ok(),
+                "{:02x?}",
+                &m[..m.len().min(64)]
+            );
+            if fast.is_some() {
+                counted += 1;
+            } else {
+                refused += 1;
+            }
+        };
+        check(message);
+        for _ in 0..2000 {
+            let mut m = message.clone();
+            let edits = rng.usize(1..4);
+            for _ in 0..edits {
+                let at = rng.usize(0..=m.len());
+                match rng.u8(0..4) {
+                    0 if at < m.len() => m[at] = rng.u8(..),
+                    1 => m.insert(at, rng.u8(..)),
+                    2 if at < m.len() => {
+                        m.remove(at);
+                    }
+                    _ => m.truncate(at),
+                }
+            }
+            check(&m);
+        }
+    }
+    assert!(counted > 1000 && refused > 1000, "{counted} {refused}");
+}
+
+/// Decoding into the reused per-thread buffer sees only the body's own bytes, whatever a
+/// larger earlier body left there, and refuses what `decompress` refuses.
+#[test]
+fn the_reused_decode_buffer_shows_only_the_current_body() {
+    let big = compress(&[7u8; 100_000]);
+    let small = compress(b"hello");
+    let got = remote_write::with_decompressed(&big, u64::MAX, |d| d.len()).unwrap();
+    assert_eq!(got, 100_000);
+    let got = remote_write::with_decompressed(&small, u64::MAX, |d| d.to_vec()).unwrap();
+    assert_eq!(got, b"hello");
+    let err = remote_write::with_decompressed(&big, 1000, |_| ()).unwrap_err();
+    assert!(err.contains("over the limit"), "{err}");
+    let err = remote_write::with_decompressed(&[0xff, 0xff, 0xff], u64::MAX, |_| ()).unwrap_err();
+    assert!(err.contains("not valid snappy"), "{err}");
+    // Truncated: declares 100000 bytes, stops early.
+    let err = remote_write::with_decompressed(&big[..big.len() / 2], u64::MAX, |_| ()).unwrap_err();
+    assert!(err.contains("not valid snappy"), "{err}");
+}

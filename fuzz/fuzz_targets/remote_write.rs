@@ -5,13 +5,14 @@
 //! received (bit 1 clear) or an uncompressed message that is compressed first (bit 1 set, so
 //! the fuzzer reaches the protobuf walk without having to learn snappy). Beyond "no panic"
 //! (and, via `-malloc_limit_mb` in smoke.sh, no large allocation from a small input), it checks:
+//! - the counting fast path counts and refuses as the general scan does;
 //! - what `--validate` accepts decodes with the generated prost types, with the same counts;
 //! - a rewrite's output is a snappy body; when its input validated, the output decodes,
 //!   carries the external labels on every series, sorted, has the same counts, and validates.
 #![no_main]
 
 use amp_rw_proxy::remote_write::proto::{v1, v2};
-use amp_rw_proxy::remote_write::{self, Counts, ExternalLabels, Outcome, Protocol, Settings};
+use amp_rw_proxy::remote_write::{self, Counts, ExternalLabels, Outcome, Protocol, Settings, scan};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -37,6 +38,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let count = remote_write::process(protocol, &body, &base);
     assert!(matches!(count, Ok(Outcome::PassThrough { .. })));
+    // The counting fast path (every request without flags) agrees with the general scan.
+    let _ = remote_write::with_decompressed(&body, base.max_decoded_size, |raw| {
+        assert_eq!(scan::count_v1(raw), scan::scan_v1(raw, false).ok());
+    });
 
     let validate = Settings {
         validate: true,

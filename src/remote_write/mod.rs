@@ -203,6 +203,14 @@ const MAX_SNAPPY_EXPANSION: u64 = 32;
 /// Decompresses a snappy block-format body, checking the declared length against `limit`
 /// and against what `body` could possibly expand to *before* allocating anything.
 pub fn decompress(body: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+    checked_decompress_len(body, limit)?;
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| format!("body is not valid snappy: {e}"))
+}
+
+/// The length `body` declares it decompresses to, refused when over `limit` or impossible.
+fn checked_decompress_len(body: &[u8], limit: u64) -> Result<usize, String> {
     let declared = snap::raw::decompress_len(body)
         .map_err(|e| format!("body is not valid snappy: {e}"))? as u64;
     if declared > limit {
@@ -216,9 +224,47 @@ pub fn decompress(body: &[u8], limit: u64) -> Result<Vec<u8>, String> {
             body.len()
         ));
     }
-    snap::raw::Decoder::new()
-        .decompress_vec(body)
+    Ok(declared as usize)
+}
+
+/// Decoded bodies up to this size leave their buffer to the next request on the same thread.
+const KEPT_DECODE_BUFFER: usize = 1 << 20;
+
+thread_local! {
+    /// The last decode buffer of this thread (see [`with_decompressed`]).
+    static DECODE_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// [`decompress`] into a buffer reused across requests on this thread, for reading only:
+/// counting needs the decoded bytes only while it walks them. Allocating and zeroing a fresh
+/// buffer per request cost as much as a fifth of the decode itself; a kept buffer is zeroed
+/// only where it grows. Buffers over [`KEPT_DECODE_BUFFER`] are freed after use, so a thread
+/// holds at most that much between requests.
+pub fn with_decompressed<R>(
+    body: &[u8],
+    limit: u64,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, String> {
+    let declared = checked_decompress_len(body, limit)?;
+    let kept = declared <= KEPT_DECODE_BUFFER;
+    let mut buf = if kept {
+        DECODE_BUFFER.take()
+    } else {
+        Vec::new()
+    };
+    if buf.len() < declared {
+        buf.resize(declared, 0);
+    }
+    // The decoder writes every byte it returns (a copy may only reach back into what it has
+    // written), so what a previous request left in the buffer is never seen.
+    let result = snap::raw::Decoder::new()
+        .decompress(body, &mut buf[..declared])
         .map_err(|e| format!("body is not valid snappy: {e}"))
+        .map(|n| f(&buf[..n]));
+    if kept {
+        DECODE_BUFFER.set(buf);
+    }
+    result
 }
 
 /// Counts (and, per `settings`, validates and rewrites) one request body.
@@ -229,10 +275,13 @@ pub fn process(protocol: Protocol, body: &[u8], settings: &Settings) -> Result<O
     };
     if !settings.validate && settings.external_labels.is_empty() {
         // Accounting only: whatever cannot be decoded is forwarded uncounted.
-        let counts = decompress(body, settings.max_decoded_size)
-            .ok()
-            .and_then(|decoded| scan(&decoded, false).ok());
-        return Ok(Outcome::PassThrough { counts });
+        let counts = with_decompressed(body, settings.max_decoded_size, |decoded| match protocol {
+            Protocol::V1 => scan::count_v1(decoded),
+            Protocol::V2 => scan::scan_v2(decoded, false).ok(),
+        });
+        return Ok(Outcome::PassThrough {
+            counts: counts.ok().flatten(),
+        });
     }
     let reject = |reason: String, counts: Option<Counts>| Rejection {
         reason: format!(

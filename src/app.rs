@@ -147,6 +147,10 @@ impl App {
                 config.max_in_flight_requests,
                 config.max_in_flight_bytes,
                 config.client_body_timeout,
+                // One per runtime worker (`--worker-threads`, else one per CPU).
+                config
+                    .worker_threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             ),
         });
         let service = RequestMetricsLayer::new(metrics.clone()).layer(proxy);

@@ -158,11 +158,19 @@ pub struct Limits {
     pub byte_budget: Arc<Semaphore>,
     /// `--client-body-timeout`.
     pub client_body_timeout: Duration,
+    /// Bodies decoded on the blocking pool at once (one per runtime worker).
+    pub large_decodes: Semaphore,
 }
 
 impl Limits {
-    /// Limits of `requests` concurrent requests holding at most `bytes` of bodies.
-    pub fn new(requests: usize, bytes: u64, client_body_timeout: Duration) -> Self {
+    /// Limits of `requests` concurrent requests holding at most `bytes` of bodies, with
+    /// `decoders` large bodies decoded at once.
+    pub fn new(
+        requests: usize,
+        bytes: u64,
+        client_body_timeout: Duration,
+        decoders: usize,
+    ) -> Self {
         let bytes = usize::try_from(bytes)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
@@ -170,6 +178,7 @@ impl Limits {
             request_slots: Arc::new(Semaphore::new(requests)),
             byte_budget: Arc::new(Semaphore::new(bytes)),
             client_body_timeout,
+            large_decodes: Semaphore::new(decoders.max(1)),
         }
     }
 }
@@ -494,6 +503,8 @@ where
         Some(c) if resp.status().is_success() => {
             payload.record(target.name, protocol.label(), "forwarded", &c)
         }
+        // `--accounting off`: nothing was meant to be counted.
+        None if !shared.remote_write.accounting => {}
         None => {
             payload
                 .uncounted
@@ -516,11 +527,23 @@ async fn understand(
     protocol: Protocol,
     body: BufferedBody,
 ) -> Result<(BufferedBody, Option<Counts>), ProxyError> {
+    if shared.remote_write.is_blind() {
+        return Ok((body, None));
+    }
     let settings = shared.remote_write.clone();
     let received = body.to_bytes();
     let result = if body.len() <= INLINE_DECODE_LIMIT {
         remote_write::process(protocol, &received, &settings)
     } else {
+        // As many large decodes at once as there are workers: each holds a decode buffer of
+        // megabytes on a blocking-pool thread, and the allocator keeps what a thread once used,
+        // so unbounded concurrency would ratchet the steady RSS up with every burst.
+        let _decoding = shared
+            .limits
+            .large_decodes
+            .acquire()
+            .await
+            .map_err(|e| ProxyError::Internal(format!("payload processing failed: {e}")))?;
         tokio::task::spawn_blocking(move || remote_write::process(protocol, &received, &settings))
             .await
             .map_err(|e| ProxyError::Internal(format!("payload processing failed: {e}")))?

@@ -174,6 +174,49 @@ async fn without_validate_anything_is_forwarded_and_counted_when_decodable() {
 }
 
 #[tokio::test]
+async fn with_accounting_off_bodies_pass_blind_unless_validation_needs_them() {
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    let proxy = ProxyUnderTest::start_with(&sts, &amp, &["--accounting", "off"]).await;
+    proxy.wait_ready(READY).await;
+    let (_, good) = write_request(7);
+    let junk = Bytes::from_static(b"\x0a\xff\xff\xff not snappy");
+    for body in [good.clone(), junk.clone()] {
+        let a = write(&proxy.url("/api/v1/write"), body).await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT);
+    }
+    let got = amp.received();
+    assert_eq!(
+        (&got[0].body, &got[1].body),
+        (&good, &junk),
+        "byte for byte"
+    );
+    let m = metrics(&proxy).await;
+    assert!(
+        !m.contains("amp_rw_proxy_remote_write_series_total{")
+            && !m.contains("amp_rw_proxy_remote_write_uncounted_requests_total{"),
+        "nothing counted, nothing reported as uncountable:\n{m}"
+    );
+
+    // --validate still decodes (and so counts) what it checks.
+    let proxy =
+        ProxyUnderTest::start_with(&sts, &amp, &["--accounting", "off", "--validate"]).await;
+    proxy.wait_ready(READY).await;
+    let a = write(&proxy.url("/api/v1/write"), junk).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let a = write(&proxy.url("/api/v1/write"), good).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let m = metrics(&proxy).await;
+    assert_eq!(
+        metric(
+            &m,
+            "amp_rw_proxy_remote_write_series_total{route=\"default\",version=\"1.0\",outcome=\"forwarded\"}"
+        ),
+        7
+    );
+}
+
+#[tokio::test]
 async fn unknown_proto_parameter_is_415_and_not_forwarded() {
     let sts = StsStandIn::start().await;
     let amp = AmpStandIn::start().await;

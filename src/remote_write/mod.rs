@@ -157,6 +157,16 @@ pub struct Settings {
     pub max_decoded_size: u64,
     /// `--external-label`.
     pub external_labels: ExternalLabels,
+    /// `--accounting`: decode and count every request for the `remote_write_*` metrics. Off,
+    /// a request that is neither validated nor rewritten is forwarded without being decoded.
+    pub accounting: bool,
+}
+
+impl Settings {
+    /// Nothing to do with the payload: no validation, no rewrite, no accounting.
+    pub fn is_blind(&self) -> bool {
+        !self.validate && self.external_labels.is_empty() && !self.accounting
+    }
 }
 
 impl Default for Settings {
@@ -165,6 +175,7 @@ impl Default for Settings {
             validate: false,
             max_decoded_size: 32 << 20,
             external_labels: ExternalLabels::default(),
+            accounting: true,
         }
     }
 }
@@ -273,6 +284,9 @@ pub fn process(protocol: Protocol, body: &[u8], settings: &Settings) -> Result<O
         Protocol::V1 => scan::scan_v1,
         Protocol::V2 => scan::scan_v2,
     };
+    if settings.is_blind() {
+        return Ok(Outcome::PassThrough { counts: None });
+    }
     if !settings.validate && settings.external_labels.is_empty() {
         // Accounting only: whatever cannot be decoded is forwarded uncounted.
         let counts = with_decompressed(body, settings.max_decoded_size, |decoded| match protocol {

@@ -207,10 +207,11 @@ pub struct Cli {
     pub external_labels: Vec<String>,
 
     /// Count series, samples, histograms, exemplars and metadata of every request for the
-    /// amp_rw_proxy_remote_write_* metrics (snappy-decodes each body: about 13 µs of CPU per
-    /// 16 KB request, see the README's performance section): on or off. Off, bodies are
-    /// forwarded without being decoded unless --validate or --external-label needs them.
-    #[arg(long, env = "AMP_RW_PROXY_ACCOUNTING", default_value = "on")]
+    /// amp_rw_proxy_remote_write_* metrics: on or off. On, every body is snappy-decoded, which
+    /// costs as much CPU again as forwarding it (see the README's performance section); off,
+    /// bodies are forwarded undecoded unless --validate or --external-label needs them (and
+    /// those count what they decode).
+    #[arg(long, env = "AMP_RW_PROXY_ACCOUNTING", default_value = "off")]
     pub accounting: String,
 
     // --- Read path (issue #9) ---
@@ -1441,6 +1442,15 @@ mod tests {
         assert!(!c.remote_write.validate);
         assert_eq!(c.remote_write.max_decoded_size, 32 << 20);
         assert!(c.remote_write.external_labels.is_empty());
+        assert!(!c.remote_write.accounting, "--accounting defaults to off");
+        assert!(c.remote_write.is_blind());
+        let on = Config::from_cli(&cli(&["--upstream-url", URL, "--accounting", "on"]), &env());
+        assert!(on.unwrap().remote_write.accounting);
+        let bad = Config::from_cli(
+            &cli(&["--upstream-url", URL, "--accounting", "yes"]),
+            &env(),
+        );
+        assert!(bad.unwrap_err().0[0].contains("--accounting \"yes\": expected on or off"));
         let c = Config::from_cli(
             &cli(&[
                 "--upstream-url",

@@ -145,10 +145,10 @@ async fn with_validate_a_corrupt_body_gets_400_and_is_never_forwarded() {
 }
 
 #[tokio::test]
-async fn without_validate_anything_is_forwarded_and_counted_when_decodable() {
+async fn with_accounting_on_anything_is_forwarded_and_counted_when_decodable() {
     let sts = StsStandIn::start().await;
     let amp = AmpStandIn::start().await;
-    let proxy = ProxyUnderTest::start_with(&sts, &amp, &[]).await;
+    let proxy = ProxyUnderTest::start_with(&sts, &amp, &["--accounting", "on"]).await;
     proxy.wait_ready(READY).await;
     let junk = Bytes::from_static(b"\x0a\xff\xff\xff not snappy");
     let a = write(&proxy.url("/api/v1/write"), junk.clone()).await;
@@ -174,10 +174,11 @@ async fn without_validate_anything_is_forwarded_and_counted_when_decodable() {
 }
 
 #[tokio::test]
-async fn with_accounting_off_bodies_pass_blind_unless_validation_needs_them() {
+async fn by_default_bodies_pass_undecoded_unless_validation_needs_them() {
     let sts = StsStandIn::start().await;
     let amp = AmpStandIn::start().await;
-    let proxy = ProxyUnderTest::start_with(&sts, &amp, &["--accounting", "off"]).await;
+    // The default is --accounting off.
+    let proxy = ProxyUnderTest::start_with(&sts, &amp, &[]).await;
     proxy.wait_ready(READY).await;
     let (_, good) = write_request(7);
     let junk = Bytes::from_static(b"\x0a\xff\xff\xff not snappy");
@@ -199,8 +200,7 @@ async fn with_accounting_off_bodies_pass_blind_unless_validation_needs_them() {
     );
 
     // --validate still decodes (and so counts) what it checks.
-    let proxy =
-        ProxyUnderTest::start_with(&sts, &amp, &["--accounting", "off", "--validate"]).await;
+    let proxy = ProxyUnderTest::start_with(&sts, &amp, &["--validate"]).await;
     proxy.wait_ready(READY).await;
     let a = write(&proxy.url("/api/v1/write"), junk).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);

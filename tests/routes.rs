@@ -77,7 +77,7 @@ async fn each_route_reaches_its_own_workspace_with_its_own_role() {
     let (amp_a, amp_b) = (AmpStandIn::start().await, AmpStandIn::start().await);
     let dir = tempfile::tempdir().unwrap();
     let config = routes_file(dir.path(), &amp_a.url(), &amp_b.url(), "", "");
-    let proxy = start(&config, &sts, &[]).await;
+    let proxy = start(&config, &sts, &["--accounting", "on"]).await;
     proxy.wait_ready(Duration::from_secs(10)).await;
 
     // One AssumeRole per route, each with its own ExternalId and session name.

@@ -169,6 +169,8 @@ impl Settings {
     }
 }
 
+/// Counting on: what library callers (benchmarks, fuzzing, tests) exercise. The proxy's own
+/// default comes from `--accounting`, which is off.
 impl Default for Settings {
     fn default() -> Self {
         Self {

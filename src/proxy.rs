@@ -27,7 +27,7 @@ use crate::retry::{self, RetryReason, Verdict};
 use crate::signing::Signer;
 use crate::upstream::{UpstreamAnswer, UpstreamClient};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Paths remote-write is accepted on, besides the upstream URL's own path.
 pub const WRITE_PATHS: [&str; 2] = ["/api/v1/write", "/api/v1/remote_write"];
@@ -163,6 +163,65 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// A request slot, held until the returned permit is dropped; none free → 503 at once.
+    pub(crate) fn take_slot(&self, metrics: &Metrics) -> Result<OwnedSemaphorePermit, ProxyError> {
+        self.request_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| overloaded(metrics, "requests"))
+    }
+
+    /// Reads `body` (at most `limit` bytes, within `--client-body-timeout`) against the memory
+    /// budget: a declared length is taken from the budget before a byte is read, a body without
+    /// one chunk by chunk as it arrives. Over the budget → 503 without reading (further). The
+    /// bytes count against the budget until the returned permit is dropped.
+    pub(crate) async fn read_body<B>(
+        &self,
+        metrics: &Metrics,
+        body: B,
+        limit: u64,
+        declared: Option<u64>,
+    ) -> Result<(BufferedBody, Option<OwnedSemaphorePermit>), ProxyError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let mut held = match declared {
+            Some(len) => Some(
+                self.byte_budget
+                    .clone()
+                    .try_acquire_many_owned(len as u32)
+                    .map_err(|_| overloaded(metrics, "bytes"))?,
+            ),
+            None => None,
+        };
+        let admit = |n: usize| -> bool {
+            if declared.is_some() {
+                return true;
+            }
+            match self.byte_budget.clone().try_acquire_many_owned(n as u32) {
+                Ok(more) => {
+                    match held.as_mut() {
+                        Some(h) => h.merge(more),
+                        None => held = Some(more),
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        };
+        let read = BufferedBody::read(body, limit, admit);
+        let body = tokio::time::timeout(self.client_body_timeout, read)
+            .await
+            .map_err(|_| ProxyError::ClientBodyTimeout(self.client_body_timeout))?
+            .map_err(|e| match e {
+                BodyError::TooLarge { limit } => ProxyError::PayloadTooLarge { limit },
+                BodyError::Read(why) => ProxyError::ClientAborted(why),
+                BodyError::OverBudget => overloaded(metrics, "bytes"),
+            })?;
+        Ok((body, held))
+    }
+
     /// Limits of `requests` concurrent requests holding at most `bytes` of bodies, with
     /// `decoders` large bodies decoded at once.
     pub fn new(
@@ -437,53 +496,11 @@ where
         .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
     // Admission: a request slot, and the body's bytes against the memory budget. Over either
     // limit the sender hears 503 at once and the body is never read.
-    let _slot = shared
+    let _slot = shared.limits.take_slot(&shared.metrics)?;
+    let (body, _bytes_held) = shared
         .limits
-        .request_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| overloaded(shared, "requests"))?;
-    let mut bytes_held = match declared {
-        Some(len) => Some(
-            shared
-                .limits
-                .byte_budget
-                .clone()
-                .try_acquire_many_owned(len as u32)
-                .map_err(|_| overloaded(shared, "bytes"))?,
-        ),
-        None => None,
-    };
-    // Without a declared length, the budget is taken chunk by chunk as the body arrives.
-    let admit = |n: usize| -> bool {
-        if declared.is_some() {
-            return true;
-        }
-        match shared
-            .limits
-            .byte_budget
-            .clone()
-            .try_acquire_many_owned(n as u32)
-        {
-            Ok(more) => {
-                match bytes_held.as_mut() {
-                    Some(held) => held.merge(more),
-                    None => bytes_held = Some(more),
-                }
-                true
-            }
-            Err(_) => false,
-        }
-    };
-    let read = BufferedBody::read(body, shared.max_body_size, admit);
-    let body = tokio::time::timeout(shared.limits.client_body_timeout, read)
-        .await
-        .map_err(|_| ProxyError::ClientBodyTimeout(shared.limits.client_body_timeout))?
-        .map_err(|e| match e {
-            BodyError::TooLarge { limit } => ProxyError::PayloadTooLarge { limit },
-            BodyError::Read(why) => ProxyError::ClientAborted(why),
-            BodyError::OverBudget => overloaded(shared, "bytes"),
-        })?;
+        .read_body(&shared.metrics, body, shared.max_body_size, declared)
+        .await?;
     let route_labels = RouteLabels { route: target.name };
     shared
         .metrics
@@ -736,9 +753,9 @@ fn give_up(
     }
 }
 
-fn overloaded(shared: &Shared, limit: &'static str) -> ProxyError {
-    shared
-        .metrics
+/// Refused by admission control (503 + `Retry-After`), counted by limit.
+pub(crate) fn overloaded(metrics: &Metrics, limit: &'static str) -> ProxyError {
+    metrics
         .overload_rejections
         .get_or_create(&LimitLabels { limit })
         .inc();
@@ -837,7 +854,14 @@ pub(crate) fn build_outbound(
     if let Some(v) = inbound.get(&REMOTE_WRITE_VERSION) {
         h.insert(REMOTE_WRITE_VERSION, v.clone());
     }
-    let agent = match inbound
+    h.insert(header::USER_AGENT, user_agent(inbound));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    req
+}
+
+/// The sender's `User-Agent` with ours appended (ours alone if it sent none).
+pub(crate) fn user_agent(inbound: &HeaderMap) -> HeaderValue {
+    match inbound
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
     {
@@ -846,10 +870,7 @@ pub(crate) fn build_outbound(
                 .unwrap_or(HeaderValue::from_static(USER_AGENT_SUFFIX))
         }
         _ => HeaderValue::from_static(USER_AGENT_SUFFIX),
-    };
-    h.insert(header::USER_AGENT, agent);
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    req
+    }
 }
 
 /// A failed request: the error, and how long the upstream took if it was involved.

@@ -37,12 +37,12 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use crate::body::{BodyError, BufferedBody, OutboundBody};
+use crate::body::{BufferedBody, OutboundBody};
 use crate::config::UpstreamTarget;
 use crate::credentials::{Clock, CredentialCache};
 use crate::error::{BoxError, ProxyError, ResponseBody};
-use crate::metrics::{LimitLabels, Metrics};
-use crate::proxy::{Limits, USER_AGENT_SUFFIX};
+use crate::metrics::Metrics;
+use crate::proxy::Limits;
 use crate::signing::Signer;
 use crate::upstream::UpstreamClient;
 
@@ -166,16 +166,6 @@ pub(crate) struct QueryContext<'a> {
     pub metrics: &'a Metrics,
 }
 
-impl QueryContext<'_> {
-    fn overloaded(&self, limit: &'static str) -> ProxyError {
-        self.metrics
-            .overload_rejections
-            .get_or_create(&LimitLabels { limit })
-            .inc();
-        ProxyError::Overloaded { limit }
-    }
-}
-
 /// Forwards one query request (its path already matched by [`route`], giving `label`) and
 /// relays the answer as a stream.
 pub(crate) async fn forward<B>(
@@ -212,41 +202,14 @@ where
     ctx.credentials
         .get()
         .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
-    let slot = ctx
-        .limits
-        .request_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ctx.overloaded("requests"))?;
-    let mut bytes_held: Option<OwnedSemaphorePermit> = None;
-    let body = if is_post {
-        let admit = |n: usize| match ctx
-            .limits
-            .byte_budget
-            .clone()
-            .try_acquire_many_owned(n as u32)
-        {
-            Ok(more) => {
-                match bytes_held.as_mut() {
-                    Some(held) => held.merge(more),
-                    None => bytes_held = Some(more),
-                }
-                true
-            }
-            Err(_) => false,
-        };
-        let read = BufferedBody::read(body, limit, admit);
-        tokio::time::timeout(ctx.limits.client_body_timeout, read)
-            .await
-            .map_err(|_| ProxyError::ClientBodyTimeout(ctx.limits.client_body_timeout))?
-            .map_err(|e| match e {
-                BodyError::TooLarge { limit } => ProxyError::PayloadTooLarge { limit },
-                BodyError::Read(why) => ProxyError::ClientAborted(why),
-                BodyError::OverBudget => ctx.overloaded("bytes"),
-            })?
+    let slot = ctx.limits.take_slot(ctx.metrics)?;
+    let (body, bytes_held) = if is_post {
+        ctx.limits
+            .read_body(ctx.metrics, body, limit, declared)
+            .await?
     } else {
         // A GET's body, if any, is not forwarded (Prometheus ignores it too).
-        BufferedBody::from_bytes(Bytes::new())
+        (BufferedBody::from_bytes(Bytes::new()), None)
     };
 
     let credentials = ctx
@@ -397,18 +360,10 @@ fn build_outbound(
         }
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    let agent = match inbound
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(ua) if !ua.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{} {USER_AGENT_SUFFIX}", ua.trim()))
-                .unwrap_or(HeaderValue::from_static(USER_AGENT_SUFFIX))
-        }
-        _ => HeaderValue::from_static(USER_AGENT_SUFFIX),
-    };
-    h.insert(header::USER_AGENT, agent);
+    h.insert(
+        header::USER_AGENT,
+        crate::proxy::user_agent(&inbound.headers),
+    );
     Ok(req)
 }
 

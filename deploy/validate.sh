@@ -26,7 +26,8 @@
 #   6. smoke test of that binary: --help/--version exit 0, bad flags and bad env exit 64, and as a
 #      server (empty environment + dummy static keys, like a container): /-/healthy and /-/ready
 #      200, /metrics, a remote-write that is signed and fails upstream with 502, SIGTERM ->
-#      /-/ready 503 during the drain delay, then exit 0
+#      /-/ready 503 during the drain delay, then exit 0; and the gateway's routes file
+#      (kubernetes/gateway/teams/routes.yaml) accepted as the pod would mount it
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -698,5 +699,35 @@ wait "$server_pid" || rc=$?
 server_pid=""
 [ "$rc" = 0 ] || { cat "$WORK/server.log"; fail "exit code after SIGTERM is $rc, want 0"; }
 echo "  ok: SIGTERM -> exit 0"
+
+# The gateway's routes file (kubernetes/gateway/teams/routes.yaml), laid out as the pod mounts it:
+# accepted by the binary (a mistake would exit 64 with file:line:column), both routes served.
+routes_dir="$WORK/routes"
+rm -rf "$routes_dir" && mkdir -p "$routes_dir/secrets"
+"$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["routes.toml"], end="")' \
+  deploy/kubernetes/gateway/teams/routes.yaml >"$routes_dir/routes.toml"
+for team in team-a team-b; do echo "token-of-$team" >"$routes_dir/secrets/$team.token"; done
+env -i AWS_ACCESS_KEY_ID=AKIDSMOKETEST000000 AWS_SECRET_ACCESS_KEY=smoke-test-secret-not-real \
+  AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL_STS=http://127.0.0.1:9 RUST_LOG=info \
+  AMP_RW_PROXY_DRAIN_DELAY=0s AMP_RW_PROXY_CONFIG="$routes_dir/routes.toml" \
+  "$BIN" --listen 127.0.0.1:0 2>"$WORK/routes.log" &
+server_pid=$!
+port=""
+for _ in $(seq 1 100); do
+  port="$(grep -o 'listen=127\.0\.0\.1:[0-9]*' "$WORK/routes.log" | head -1 | cut -d: -f2 || true)"
+  [ -n "$port" ] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$WORK/routes.log"; fail "the server exited early with the routes file"; }
+  sleep 0.1
+done
+[ -n "$port" ] || { cat "$WORK/routes.log"; fail "no 'listen=127.0.0.1:PORT' with the routes file"; }
+[ "$(grep -c 'serving route' "$WORK/routes.log")" = 2 ] || { cat "$WORK/routes.log"; fail "want two 'serving route' lines"; }
+# Each team's path wants its own token: none → 401.
+[ "$(code -X POST "http://127.0.0.1:$port/team-a/api/v1/write")" = 401 ] || fail "POST /team-a/... without a token is not 401"
+kill -TERM "$server_pid"
+rc=0
+wait "$server_pid" || rc=$?
+server_pid=""
+[ "$rc" = 0 ] || { cat "$WORK/routes.log"; fail "exit code after SIGTERM is $rc, want 0 (routes file)"; }
+echo "  ok: kubernetes/gateway/teams/routes.yaml accepted: two routes, token required, exit 0"
 
 log "all deploy/ checks passed in $((SECONDS - started))s"

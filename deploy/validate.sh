@@ -643,6 +643,18 @@ expect_exit 64 env -i "$BIN" --region us-east-1
 expect_exit 64 env -i AMP_RW_PROXY_UPSTREAM_URL=https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-X/api/v1/remote_write \
   AMP_RW_PROXY_LISTEN=not-an-address "$BIN"
 
+# The port of the server $server_pid from its startup log $1 (its readiness signal for the port).
+listen_port() {
+  local log="$1" port=""
+  for _ in $(seq 1 100); do
+    port="$(grep -o 'listen=127\.0\.0\.1:[0-9]*' "$log" | head -1 | cut -d: -f2 || true)"
+    [ -n "$port" ] && { echo "$port"; return; }
+    kill -0 "$server_pid" 2>/dev/null || { cat "$log" >&2; fail "the server exited early"; }
+    sleep 0.1
+  done
+  cat "$log" >&2
+  fail "no 'listen=127.0.0.1:PORT' in $log"
+}
 server_pid=""
 cleanup() { if [ -n "$server_pid" ]; then kill -KILL "$server_pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
@@ -654,14 +666,7 @@ env -i AWS_ACCESS_KEY_ID=AKIDSMOKETEST000000 AWS_SECRET_ACCESS_KEY=smoke-test-se
   "$BIN" --listen 127.0.0.1:0 --upstream-url http://127.0.0.1:9/api/v1/write --region us-east-1 \
   2>"$WORK/server.log" &
 server_pid=$!
-port=""
-for _ in $(seq 1 100); do
-  port="$(grep -o 'listen=127\.0\.0\.1:[0-9]*' "$WORK/server.log" | head -1 | cut -d: -f2 || true)"
-  [ -n "$port" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$WORK/server.log"; fail "the server exited early"; }
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$WORK/server.log"; fail "no 'listen=127.0.0.1:PORT' in the startup log"; }
+port="$(listen_port "$WORK/server.log")"
 base="http://127.0.0.1:$port"
 echo "  listening on $base"
 code() { curl -s -o "$WORK/body.txt" -w '%{http_code}' "$@" || true; }
@@ -712,14 +717,7 @@ env -i AWS_ACCESS_KEY_ID=AKIDSMOKETEST000000 AWS_SECRET_ACCESS_KEY=smoke-test-se
   AMP_RW_PROXY_DRAIN_DELAY=0s AMP_RW_PROXY_CONFIG="$routes_dir/routes.toml" \
   "$BIN" --listen 127.0.0.1:0 2>"$WORK/routes.log" &
 server_pid=$!
-port=""
-for _ in $(seq 1 100); do
-  port="$(grep -o 'listen=127\.0\.0\.1:[0-9]*' "$WORK/routes.log" | head -1 | cut -d: -f2 || true)"
-  [ -n "$port" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$WORK/routes.log"; fail "the server exited early with the routes file"; }
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$WORK/routes.log"; fail "no 'listen=127.0.0.1:PORT' with the routes file"; }
+port="$(listen_port "$WORK/routes.log")"
 [ "$(grep -c 'serving route' "$WORK/routes.log")" = 2 ] || { cat "$WORK/routes.log"; fail "want two 'serving route' lines"; }
 # Each team's path wants its own token: none → 401.
 [ "$(code -X POST "http://127.0.0.1:$port/team-a/api/v1/write")" = 401 ] || fail "POST /team-a/... without a token is not 401"

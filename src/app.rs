@@ -117,6 +117,7 @@ impl App {
                 credentials,
                 auth,
                 query: route.query.clone(),
+                metrics: metrics.for_route(route.name),
             });
             tasks.push(refresher);
         }

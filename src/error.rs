@@ -170,6 +170,13 @@ pub enum ProxyError {
     ClientBodyTimeout(Duration),
 }
 
+/// No usable credentials: 503, with the refresher's reason.
+impl From<crate::credentials::CredentialsUnavailable> for ProxyError {
+    fn from(e: crate::credentials::CredentialsUnavailable) -> Self {
+        ProxyError::CredentialsUnavailable(e.to_string())
+    }
+}
+
 impl ProxyError {
     /// The status code sent for this error.
     pub fn status(&self) -> StatusCode {

@@ -48,6 +48,18 @@ pub struct RouteLabels {
     pub route: &'static str,
 }
 
+/// One route's series of the metrics every forwarded request touches, looked up once at
+/// startup so the request path does not search the families.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    /// Its series of [`Metrics::request_bytes`].
+    pub request_bytes: Counter,
+    /// Its series of [`Metrics::forwarded_bytes`].
+    pub forwarded_bytes: Counter,
+    /// Its series of [`Metrics::upstream_latency`].
+    pub upstream_latency: Histogram,
+}
+
 /// A histogram family keyed by route.
 pub type RouteHistogram = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
@@ -304,6 +316,16 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// `route`'s series of the per-request metrics.
+    pub fn for_route(&self, route: &'static str) -> RouteMetrics {
+        let labels = RouteLabels { route };
+        RouteMetrics {
+            request_bytes: self.request_bytes.get_or_create(&labels).clone(),
+            forwarded_bytes: self.forwarded_bytes.get_or_create(&labels).clone(),
+            upstream_latency: self.upstream_latency.get_or_create(&labels).clone(),
+        }
     }
 
     /// Records one credential fetch for `route`.

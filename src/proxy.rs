@@ -21,7 +21,7 @@ use crate::config::UpstreamTarget;
 use crate::credentials::{Clock, CredentialCache};
 use crate::error::{ProxyError, ResponseBody};
 use crate::metrics::Metrics;
-use crate::metrics::{LimitLabels, RetryLabels, RouteLabels};
+use crate::metrics::{LimitLabels, RetryLabels, RouteMetrics};
 use crate::remote_write::{self, Counts, Outcome, Protocol};
 use crate::retry::{self, RetryReason, Verdict};
 use crate::signing::Signer;
@@ -109,6 +109,8 @@ pub struct RouteTarget {
     pub auth: Option<Arc<Authenticator>>,
     /// `--enable-query`: the workspace's query endpoint.
     pub query: Option<crate::query::QueryTarget>,
+    /// This route's series of the per-route metrics, looked up once.
+    pub metrics: RouteMetrics,
 }
 
 /// Everything the handler needs, shared by all connections.
@@ -490,10 +492,7 @@ where
         .into());
     }
     // Fail fast, without reading the body, when there is nothing to sign with.
-    target
-        .credentials
-        .get()
-        .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
+    target.credentials.get().map_err(ProxyError::from)?;
     // Admission: a request slot, and the body's bytes against the memory budget. Over either
     // limit the sender hears 503 at once and the body is never read.
     let _slot = shared.limits.take_slot(&shared.metrics)?;
@@ -501,12 +500,7 @@ where
         .limits
         .read_body(&shared.metrics, body, shared.max_body_size, declared)
         .await?;
-    let route_labels = RouteLabels { route: target.name };
-    shared
-        .metrics
-        .request_bytes
-        .get_or_create(&route_labels)
-        .inc_by(body.len());
+    target.metrics.request_bytes.inc_by(body.len());
     let (body, counts) = understand(shared, target.name, protocol, body).await?;
     let started = Instant::now();
     let resp = send_with_retries(shared, target, route, &parts.headers, &body, deadline)
@@ -601,10 +595,7 @@ async fn send_with_retries(
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let credentials = target
-            .credentials
-            .get()
-            .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
+        let credentials = target.credentials.get()?;
         let mut outbound = build_outbound(&target.upstream, inbound, body);
         target
             .signer
@@ -619,17 +610,11 @@ async fn send_with_retries(
             .upstream_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
         let outcome = shared.client.send(outbound, attempt_timeout).await;
-        let route_labels = RouteLabels { route: target.name };
-        shared
-            .metrics
-            .forwarded_bytes
-            .get_or_create(&route_labels)
-            .inc_by(body.len());
+        target.metrics.forwarded_bytes.inc_by(body.len());
         if let Ok(answer) = &outcome {
-            shared
+            target
                 .metrics
                 .upstream_latency
-                .get_or_create(&route_labels)
                 .observe(answer.latency.as_secs_f64());
         }
         let (reason, not_before) = match retry::classify(&outcome, shared.clock.now()) {

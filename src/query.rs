@@ -199,9 +199,7 @@ where
         return Err(ProxyError::PayloadTooLarge { limit });
     }
     // Fail fast, without reading the body, when there is nothing to sign with.
-    ctx.credentials
-        .get()
-        .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
+    ctx.credentials.get()?;
     let slot = ctx.limits.take_slot(ctx.metrics)?;
     let (body, bytes_held) = if is_post {
         ctx.limits
@@ -212,10 +210,7 @@ where
         (BufferedBody::from_bytes(Bytes::new()), None)
     };
 
-    let credentials = ctx
-        .credentials
-        .get()
-        .map_err(|e| ProxyError::CredentialsUnavailable(e.to_string()))?;
+    let credentials = ctx.credentials.get()?;
     let mut outbound = build_outbound(ctx.target, &parts, &query, &body, is_post)?;
     ctx.signer
         .sign_reference(

@@ -368,7 +368,7 @@ mod tests {
         }
     }
 
-    fn parse_ok(text: &str) -> Vec<RouteConfig> {
+    fn parse_text(text: &str) -> (Option<Vec<RouteConfig>>, Vec<String>) {
         let mut errors = Vec::new();
         let routes = parse(
             "routes.toml",
@@ -377,19 +377,17 @@ mod tests {
             &defaults(),
             &mut errors,
         );
+        (routes, errors)
+    }
+
+    fn parse_ok(text: &str) -> Vec<RouteConfig> {
+        let (routes, errors) = parse_text(text);
         assert!(errors.is_empty(), "{errors:#?}");
         routes.unwrap()
     }
 
     fn parse_err(text: &str) -> Vec<String> {
-        let mut errors = Vec::new();
-        let routes = parse(
-            "routes.toml",
-            text,
-            Path::new("/etc"),
-            &defaults(),
-            &mut errors,
-        );
+        let (routes, errors) = parse_text(text);
         assert!(routes.is_none(), "accepted:\n{text}");
         assert!(!errors.is_empty());
         errors

@@ -59,13 +59,13 @@ fn json(a: &Answer) -> Value {
     serde_json::from_slice(&a.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", a.text()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grafana_style_queries_through_the_proxy_equal_the_receivers_own_answers() {
-    let peers = Peers::find();
-    let moto = Moto::start(&peers, EXTERNAL_ID);
+/// moto → proxy with `--enable-query` → botocore stand-in (verifying with a wrong secret when
+/// `tampered`) → a Prometheus receiver; the proxy ready.
+async fn query_chain(peers: &Peers, tampered: bool) -> (Moto, Prometheus, StandIn, Proxy) {
+    let moto = Moto::start(peers, EXTERNAL_ID);
     let receiver = Prometheus::start(&peers.prometheus, Role::Receiver { rw2: false });
     receiver.wait_ready().await;
-    let standin = StandIn::start(&peers, &moto, &receiver, 0, false);
+    let standin = StandIn::start(peers, &moto, &receiver, 0, tampered);
     let proxy = Proxy::start_with(
         &moto,
         &standin,
@@ -74,6 +74,13 @@ async fn grafana_style_queries_through_the_proxy_equal_the_receivers_own_answers
         &["--enable-query"],
     );
     proxy.wait_ready().await;
+    (moto, receiver, standin, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_style_queries_through_the_proxy_equal_the_receivers_own_answers() {
+    let peers = Peers::find();
+    let (_moto, receiver, standin, proxy) = query_chain(&peers, false).await;
 
     // Data, written through the proxy itself: label values with the characters that need care.
     let now = SystemTime::now()
@@ -310,19 +317,8 @@ async fn grafana_style_queries_through_the_proxy_equal_the_receivers_own_answers
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_query_signature_is_refused_by_botocore() {
     let peers = Peers::find();
-    let moto = Moto::start(&peers, EXTERNAL_ID);
-    let receiver = Prometheus::start(&peers.prometheus, Role::Receiver { rw2: false });
-    receiver.wait_ready().await;
     // The stand-in verifies with a different secret: every signature must fail.
-    let standin = StandIn::start(&peers, &moto, &receiver, 0, true);
-    let proxy = Proxy::start_with(
-        &moto,
-        &standin,
-        EXTERNAL_ID,
-        "127.0.0.1:0",
-        &["--enable-query"],
-    );
-    proxy.wait_ready().await;
+    let (_moto, _receiver, standin, proxy) = query_chain(&peers, true).await;
     let a = ask(&proxy.url("/api/v1/query?query=up"), None, false).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
     assert!(a.text().contains("SignatureDoesNotMatch"), "{}", a.text());

@@ -651,15 +651,13 @@ fn add_query_endpoints(routes: &mut [RouteConfig], from_file: bool, errors: &mut
             String::new()
         };
         route.query = errors.check(
-            crate::query::QueryTarget::from_upstream(&route.upstream).map_err(|e| {
-                if from_file {
-                    format!(
-                        "{whose}{}",
-                        e.replace("--upstream-url path", "upstream_url path")
-                    )
+            crate::query::QueryTarget::from_upstream(&route.upstream).map_err(|why| {
+                let url = if from_file {
+                    "upstream_url"
                 } else {
-                    e
-                }
+                    "the --upstream-url"
+                };
+                format!("{whose}--enable-query: {url} {why}")
             }),
         );
         if !from_file {

@@ -124,8 +124,8 @@ impl QueryTarget {
             .filter(|_| upstream.uri.query().is_none())
             .ok_or_else(|| {
                 format!(
-                    "--enable-query: the --upstream-url path {:?} does not end in {REMOTE_WRITE_SUFFIX}, \
-                     so the workspace's query endpoint cannot be derived from it",
+                    "path {:?} does not end in {REMOTE_WRITE_SUFFIX}, so the workspace's query \
+                     endpoint cannot be derived from it",
                     upstream.path
                 )
             })?;

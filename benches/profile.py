@@ -13,7 +13,8 @@ sink) and the proxy with --worker-threads 1, then for each body:
       for --requests requests, kernel included; report in target/bench/perf.<body>.data.
   --mode rss: wrk with 16 connections for 3 s per body, then the proxy's RSS and peak RSS.
   --mode cpu: runs the release binary natively and reports CPU µs per request (utime+stime
-      from /proc, kernel included) over --requests requests, best of --repeat.
+      from /proc, kernel included) over --requests requests, best of --repeat; with --load wrk,
+      over --duration seconds of bench.py's saturating load instead.
 
   target/bench-venv/bin/python benches/profile.py --bodies 16KB,200KB --requests 3000
 """
@@ -69,18 +70,30 @@ def cpu(pid):
     return int(fields[11]) / bench.CLK_TCK, int(fields[12]) / bench.CLK_TCK, int(fields[7])
 
 
+def load(args, url, body):
+    """Sends the load and returns how many requests were answered (all 204, or it raises):
+    hey -n --requests (unsaturated), or wrk for --duration seconds (bench.py's saturating
+    load, so figures compare with its table)."""
+    if args.load == "wrk":
+        r = bench.wrk(url, body["path"], args.duration, 16, 2)
+        if r["non2xx"] or r["socket_errors"]:
+            raise RuntimeError(f"unexpected answers under wrk: {r}")
+        return r["requests"]
+    return hey_n(url, body["path"], args.requests, args.workers)
+
+
 def report_cpu(args, name, body, url, proc, what, extra_us=0.0):
     best = None
     for _ in range(args.repeat):
         c0 = [cpu(pid) for pid in proc.pids()]
-        n = hey_n(url, body["path"], args.requests, args.workers)
+        n = load(args, url, body)
         c1 = [cpu(pid) for pid in proc.pids()]
         d = [sum(b[i] - a[i] for a, b in zip(c0, c1)) for i in range(3)]
         us = [d[0] / n * 1e6, d[1] / n * 1e6, d[2] / n]
         best = us if best is None or sum(us[:2]) < sum(best[:2]) else best
     floor = f"; + SHA-256 {extra_us:.1f} = floor {best[0] + best[1] + extra_us:.1f} µs" if extra_us else ""
     print(f"{args.label} {what} {name} ({body['bytes']} B): {best[0] + best[1]:.1f} CPU µs/request "
-          f"(user {best[0]:.1f} + system {best[1]:.1f}; best of {args.repeat} x {args.requests}); "
+          f"(user {best[0]:.1f} + system {best[1]:.1f}; best of {args.repeat} x {n if args.load == 'wrk' else args.requests}); "
           f"{best[2]:.1f} page faults/request{floor}", flush=True)
 
 
@@ -100,6 +113,10 @@ def main():
     ap.add_argument("--bodies", default="16KB,200KB")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=4, help="concurrent hey workers")
+    ap.add_argument("--load", choices=["hey", "wrk"], default="hey",
+                    help="cpu, perf and strace modes: hey -n --requests (unsaturated) or wrk for --duration "
+                         "(saturating, as bench.py)")
+    ap.add_argument("--duration", type=int, default=5, help="with --load wrk: seconds per run")
     ap.add_argument("--repeat", type=int, default=3, help="cpu mode: runs per body (best is reported)")
     ap.add_argument("--python", default=str(ROOT / ".venv/bin/python"))
     ap.add_argument("--proxy", default=str(ROOT / "target/release/amp-rw-proxy"))
@@ -154,7 +171,7 @@ def main():
                 pr = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "5000", "-g", "-o", str(data),
                                        "-p", str(proxy.p.pid)], stderr=subprocess.DEVNULL)
                 time.sleep(1)
-                hey_n(url, body["path"], args.requests, args.workers)
+                load(args, url, body)
                 pr.send_signal(2)
                 pr.wait()
                 print(f"{args.label} {name}: perf report --no-children -i {data}", flush=True)
@@ -166,7 +183,7 @@ def main():
                 out = OUT / f"strace.{name}.txt"
                 st = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(proxy.p.pid)])
                 time.sleep(1)
-                n = hey_n(url, body["path"], args.requests, args.workers)
+                n = load(args, url, body)
                 st.terminate()
                 st.wait()
                 print(f"{args.label} {name}: system calls per request ({n} requests):")

@@ -28,7 +28,7 @@ use aws_sigv4::http_request::{
     PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
 };
 use aws_sigv4::sign::v4;
-use http::{HeaderValue, Request, header};
+use http::{HeaderName, HeaderValue, Request, header};
 
 /// SigV4 signing name of Amazon Managed Service for Prometheus.
 pub const SERVICE: &str = "aps";
@@ -43,6 +43,11 @@ const UNSIGNED: [&str; 4] = [
 ];
 /// Headers the signer itself adds; a copy already on the request is replaced.
 const ADDED: [&str; 3] = ["x-amz-content-sha256", "x-amz-date", "x-amz-security-token"];
+// The same names as `HeaderName`s built at compile time: inserting by `&str` would parse and
+// validate the name on every request.
+static X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
+static X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+static X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
 
 /// Signs requests for one region.
 #[derive(Debug)]
@@ -60,6 +65,9 @@ struct CachedKey {
     /// `YYYYMMDD`
     date: [u8; 8],
     key: hmac::Key,
+    /// The session token as a (sensitive) header value, validated once per credentials rather
+    /// than per request: STS tokens are about a kilobyte.
+    token: Option<HeaderValue>,
 }
 
 /// Signing failed (a header that is not valid text, or a signer error).
@@ -161,6 +169,7 @@ impl Signer {
         time: SystemTime,
     ) -> Result<(), SigningError> {
         let amz_date = amz_date(time);
+        let amz_date = amz_date.as_str();
         let date = &amz_date[..8];
         let token = credentials.session_token();
 
@@ -177,7 +186,7 @@ impl Signer {
             headers.push((name, trim_all(value)));
         }
         headers.push(("x-amz-content-sha256", Cow::Borrowed(payload_sha256_hex)));
-        headers.push(("x-amz-date", Cow::Borrowed(amz_date.as_str())));
+        headers.push(("x-amz-date", Cow::Borrowed(amz_date)));
         if let Some(token) = token {
             headers.push(("x-amz-security-token", Cow::Borrowed(token)));
         }
@@ -219,7 +228,7 @@ impl Signer {
         let mut to_sign = canonical;
         to_sign.clear();
         to_sign.push_str("AWS4-HMAC-SHA256\n");
-        to_sign.push_str(&amz_date);
+        to_sign.push_str(amz_date);
         to_sign.push('\n');
         let scope_start = to_sign.len();
         let _ = write!(to_sign, "{date}/{}/{SERVICE}/aws4_request", self.region);
@@ -227,7 +236,7 @@ impl Signer {
         to_sign.push('\n');
         push_hex(&mut to_sign, canonical_hash.as_ref());
 
-        let key = self.signing_key(credentials, date);
+        let key = self.signing_key(credentials, date)?;
         let signature = hmac::sign(&key.key, to_sign.as_bytes());
         let mut authorization = String::with_capacity(256);
         authorization.push_str("AWS4-HMAC-SHA256 Credential=");
@@ -240,16 +249,17 @@ impl Signer {
         push_hex(&mut authorization, signature.as_ref());
 
         let h = req.headers_mut();
-        h.insert("x-amz-date", header_value(&amz_date)?);
-        h.insert("x-amz-content-sha256", header_value(payload_sha256_hex)?);
-        match token {
+        h.insert(X_AMZ_DATE.clone(), header_value(amz_date)?);
+        h.insert(
+            X_AMZ_CONTENT_SHA256.clone(),
+            header_value(payload_sha256_hex)?,
+        );
+        match &key.token {
             Some(token) => {
-                let mut v = header_value(token)?;
-                v.set_sensitive(true);
-                h.insert("x-amz-security-token", v);
+                h.insert(X_AMZ_SECURITY_TOKEN.clone(), token.clone());
             }
             None => {
-                h.remove("x-amz-security-token");
+                h.remove(&X_AMZ_SECURITY_TOKEN);
             }
         }
         let mut auth = header_value(&authorization)?;
@@ -258,13 +268,26 @@ impl Signer {
         Ok(())
     }
 
-    /// The signing key for `credentials` on `date`, derived once per credentials and day.
-    fn signing_key(&self, credentials: &Arc<Credentials>, date: &str) -> Arc<CachedKey> {
+    /// The signing key (and token header) for `credentials` on `date`, derived once per
+    /// credentials and day.
+    fn signing_key(
+        &self,
+        credentials: &Arc<Credentials>,
+        date: &str,
+    ) -> Result<Arc<CachedKey>, SigningError> {
         if let Some(cached) = self.key_cache.load_full() {
             if Arc::ptr_eq(&cached.credentials, credentials) && cached.date == date.as_bytes() {
-                return cached;
+                return Ok(cached);
             }
         }
+        let token = match credentials.session_token() {
+            Some(token) => {
+                let mut v = header_value(token)?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
         let mut secret = Vec::with_capacity(4 + credentials.secret_access_key().len());
         secret.extend_from_slice(b"AWS4");
         secret.extend_from_slice(credentials.secret_access_key().as_bytes());
@@ -279,9 +302,10 @@ impl Signer {
             credentials: credentials.clone(),
             date: date_bytes,
             key,
+            token,
         });
         self.key_cache.store(Some(cached.clone()));
-        cached
+        Ok(cached)
     }
 }
 
@@ -320,28 +344,59 @@ fn header_value(s: &str) -> Result<HeaderValue, SigningError> {
     HeaderValue::from_str(s).map_err(|e| SigningError(e.to_string()))
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 0xf) as usize] as char);
-    }
+/// A SHA-256 digest as lower-case hex, as SigV4 writes hashes.
+pub(crate) fn sha256_hex(digest: &digest::Digest) -> String {
+    let mut out = String::with_capacity(64);
+    push_hex(&mut out, digest.as_ref());
+    out
 }
 
-/// `YYYYMMDDTHHMMSSZ` in UTC.
-fn amz_date(time: SystemTime) -> String {
+/// Appends `bytes` (a SHA-256 digest or signature: at most 32 bytes) as lower-case hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 64];
+    let bytes = &bytes[..bytes.len().min(32)];
+    for (i, b) in bytes.iter().enumerate() {
+        buf[2 * i] = HEX[(b >> 4) as usize];
+        buf[2 * i + 1] = HEX[(b & 0xf) as usize];
+    }
+    out.push_str(std::str::from_utf8(&buf[..2 * bytes.len()]).expect("hex digits are ASCII"));
+}
+
+/// `YYYYMMDDTHHMMSSZ` in UTC, written without `format!` (it runs on every request).
+fn amz_date(time: SystemTime) -> AmzDate {
     let secs = time
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let mut out = [0u8; 16];
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    // Years past 9999 do not fit SigV4's format; a clock that far off fails to sign upstream.
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(4, 2, u64::from(m));
+    put(6, 2, u64::from(d));
+    put(9, 2, rem / 3600);
+    put(11, 2, rem % 3600 / 60);
+    put(13, 2, rem % 60);
+    out[8] = b'T';
+    out[15] = b'Z';
+    AmzDate(out)
+}
+
+/// A formatted `X-Amz-Date` (ASCII digits, `T` and `Z`).
+struct AmzDate([u8; 16]);
+
+impl AmzDate {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("digits, T and Z are ASCII")
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
@@ -498,13 +553,34 @@ mod tests {
         let signer = Signer::new("us-east-1", PATH);
         let a = Arc::new(Credentials::new("AK", "one", None, None, "t"));
         let b = Arc::new(Credentials::new("AK", "two", None, None, "t"));
-        let k1 = signer.signing_key(&a, "20240101");
-        assert!(Arc::ptr_eq(&k1, &signer.signing_key(&a, "20240101")));
-        assert!(!Arc::ptr_eq(&k1, &signer.signing_key(&a, "20240102")));
-        assert!(!Arc::ptr_eq(
-            &signer.signing_key(&a, "20240102"),
-            &signer.signing_key(&b, "20240102")
-        ));
+        let key = |c: &Arc<Credentials>, day: &str| signer.signing_key(c, day).unwrap();
+        let k1 = key(&a, "20240101");
+        assert!(Arc::ptr_eq(&k1, &key(&a, "20240101")));
+        assert!(!Arc::ptr_eq(&k1, &key(&a, "20240102")));
+        assert!(!Arc::ptr_eq(&key(&a, "20240102"), &key(&b, "20240102")));
+    }
+
+    #[test]
+    fn the_session_token_follows_the_credentials() {
+        let signer = Signer::new("us-east-1", PATH);
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let token_sent = |credentials: Credentials| {
+            let mut req = Request::post(URL).body(()).unwrap();
+            signer
+                .sign(&mut req, &Arc::new(credentials), &"0".repeat(64), now)
+                .unwrap();
+            let token = req.headers().get("x-amz-security-token").cloned();
+            assert!(token.as_ref().is_none_or(|t| t.is_sensitive()));
+            token.map(|t| t.to_str().unwrap().to_string())
+        };
+        let with = |token: &str| Credentials::new("AK", "s", Some(token.into()), None, "t");
+        assert_eq!(token_sent(with("one")).as_deref(), Some("one"));
+        // Same day, new credentials (a refresh): the new token, not the cached one.
+        assert_eq!(token_sent(with("two")).as_deref(), Some("two"));
+        assert_eq!(
+            token_sent(Credentials::new("AK", "s", None, None, "t")),
+            None
+        );
     }
 
     #[test]
@@ -528,7 +604,10 @@ mod tests {
             (4_102_444_800, "21000101T000000Z"),
         ];
         for (secs, want) in cases {
-            assert_eq!(amz_date(UNIX_EPOCH + Duration::from_secs(secs)), want);
+            assert_eq!(
+                amz_date(UNIX_EPOCH + Duration::from_secs(secs)).as_str(),
+                want
+            );
         }
     }
 

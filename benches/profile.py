@@ -11,7 +11,8 @@ sink) and the proxy with --worker-threads 1, then for each body:
   --mode strace: system calls per request (strace -c -f attached for --requests requests).
   --mode perf: perf record -e cpu-clock (a software clock: works without hardware counters)
       for --requests requests, kernel included; report in target/bench/perf.<body>.data.
-  --mode rss: wrk with 16 connections for 3 s per body, then the proxy's RSS and peak RSS.
+  --mode rss: wrk with 16 connections for 3 s per body, then the proxy's RSS, again after
+      --settle idle seconds, and peak RSS.
   --mode cpu: runs the release binary natively and reports CPU µs per request (utime+stime
       from /proc, kernel included) over --requests requests, best of --repeat; with --load wrk,
       over --duration seconds of bench.py's saturating load instead.
@@ -117,6 +118,8 @@ def main():
                     help="cpu, perf and strace modes: hey -n --requests (unsaturated) or wrk for --duration "
                          "(saturating, as bench.py)")
     ap.add_argument("--duration", type=int, default=5, help="with --load wrk: seconds per run")
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="rss mode: seconds idle before RSS is read again (allocators return memory late)")
     ap.add_argument("--repeat", type=int, default=3, help="cpu mode: runs per body (best is reported)")
     ap.add_argument("--python", default=str(ROOT / ".venv/bin/python"))
     ap.add_argument("--proxy", default=str(ROOT / "target/release/amp-rw-proxy"))
@@ -177,7 +180,10 @@ def main():
                 print(f"{args.label} {name}: perf report --no-children -i {data}", flush=True)
             elif args.mode == "rss":
                 r = bench.wrk(url, body["path"], 3, 16, 2)
-                print(f"{args.label} {name}: {r['requests']} requests, RSS {proxy.status_kib('VmRSS') / 1024:.1f} MiB, "
+                rss = proxy.status_kib('VmRSS') / 1024
+                time.sleep(args.settle)
+                print(f"{args.label} {name}: {r['requests']} requests, RSS {rss:.1f} MiB, "
+                      f"{args.settle:g} s later {proxy.status_kib('VmRSS') / 1024:.1f} MiB, "
                       f"peak {proxy.status_kib('VmHWM') / 1024:.1f} MiB", flush=True)
             elif args.mode == "strace":
                 out = OUT / f"strace.{name}.txt"

@@ -9,11 +9,11 @@ in one run, on loopback (run it with benches/run.sh, which installs what it need
 
 (b) and (c) run with 1 and 2 worker threads. For each remote-write body (v1, one sample per
 series: 200 series x 7 labels, 18 KB; 2000 series x 10 labels, 195 KB; 10000 x 10, 973 KB; see
-BODIES) it reports req/s, samples/s, p50/p99 latency (wrk),
-CPU seconds per request of the process under test (from /proc), steady RSS (SETTLE_S after the
-run) and peak RSS, and the STS calls made
-during the run; then a rate-limited latency run (hey) at half of (c)'s saturation rate (the
-2-thread proxy's) on 16 KB bodies for the added p99 over (a). Writes target/bench/results.md, results.json and chart.png.
+BODIES) it reports req/s, samples/s, p50/p99 latency (wrk), CPU seconds per request of the
+process under test (from /proc), steady RSS (SETTLE_S after the run) and peak RSS, and the STS
+calls made during the run; then a rate-limited latency run (hey) at half of (c)'s saturation
+rate (the 2-thread proxy's) on 16 KB bodies for the added p99 over (a). Writes
+target/bench/results.md, results.json and chart.png.
 
 The CPU floor of the issue's target is nginx's CPU per request as a reverse proxy plus SHA-256
 of the body, timed with aws-lc-rs (benches/tools/sha256_cost.rs), the implementation the proxy

@@ -351,16 +351,18 @@ pub(crate) fn sha256_hex(digest: &digest::Digest) -> String {
     out
 }
 
-/// Appends `bytes` (a SHA-256 digest or signature: at most 32 bytes) as lower-case hex.
+/// Appends `bytes` as lower-case hex, 32 bytes (a SHA-256 digest or signature) at a time
+/// through a stack buffer rather than a `push` per character.
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 64];
-    let bytes = &bytes[..bytes.len().min(32)];
-    for (i, b) in bytes.iter().enumerate() {
-        buf[2 * i] = HEX[(b >> 4) as usize];
-        buf[2 * i + 1] = HEX[(b & 0xf) as usize];
+    for chunk in bytes.chunks(32) {
+        for (i, b) in chunk.iter().enumerate() {
+            buf[2 * i] = HEX[(b >> 4) as usize];
+            buf[2 * i + 1] = HEX[(b & 0xf) as usize];
+        }
+        out.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).expect("hex digits are ASCII"));
     }
-    out.push_str(std::str::from_utf8(&buf[..2 * bytes.len()]).expect("hex digits are ASCII"));
 }
 
 /// `YYYYMMDDTHHMMSSZ` in UTC, written without `format!` (it runs on every request).

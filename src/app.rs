@@ -1,52 +1,46 @@
-//! Wiring: configuration + AWS SDK config → credential refresher + signing proxy service.
+//! Wiring: the validated configuration and the AWS SDK configuration become one running proxy —
+//! a credential cache and refresher per route, the router behind the request-metrics layer, file
+//! reloaders — and [`App::serve`] runs it on a listener until shutdown, then drains.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use aws_config::Region;
 use aws_config::SdkConfig;
-use aws_config::sts::AssumeRoleProvider;
-use aws_credential_types::provider::SharedCredentialsProvider;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::Layer;
 
-use crate::auth::Authenticator;
-use crate::config::{Config, RouteConfig};
-use crate::credentials::{Clock, CredentialCache, CredentialRefresher, SystemClock};
-use crate::metrics::{Metrics, RequestMetrics, RequestMetricsLayer};
-use crate::proxy::{Limits, Proxy, RouteTarget, Shared};
-use crate::signing::Signer;
-use crate::upstream::UpstreamClient;
-
-impl App {
-    /// How [`crate::server::serve`] should run this app, from the configuration.
-    pub fn serve_options(&self, config: &Config) -> crate::server::ServeOptions {
-        crate::server::ServeOptions {
-            header_timeout: config.client_header_timeout,
-            drain_delay: config.drain_delay,
-            grace: config.shutdown_grace,
-            draining: self.draining.clone(),
-            tls: self.tls.clone(),
-            in_flight: self.metrics.in_flight.clone(),
-        }
-    }
-}
+use crate::aws::{Clock, CredentialCache, CredentialRefresher, Signer, SystemClock};
+use crate::config::{Config, InboundAuth};
+use crate::http::admission::Limits;
+use crate::http::auth::Authenticator;
+use crate::http::server::{self, Drain, ServeOptions};
+use crate::http::tls::TlsConfig;
+use crate::http::upstream::UpstreamClient;
+use crate::router::{RouteState, Router, Shared};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{RequestMetrics, RequestMetricsLayer};
+use crate::write::{Destination, WriteSettings};
 
 /// The service stack handed to the server.
-pub type Service = RequestMetrics<Proxy>;
+pub type Service = RequestMetrics<Router>;
 
 /// A built proxy: the service and its background tasks (one credential refresher per route,
 /// file reloaders).
 pub struct App {
-    /// The HTTP service (proxy wrapped in request metrics).
+    /// The HTTP service (router wrapped in request metrics).
     pub service: Service,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Set by the server when shutdown begins (readiness turns 503).
     pub draining: Arc<AtomicBool>,
     /// Inbound TLS, if configured.
-    pub tls: Option<Arc<crate::tls::TlsConfig>>,
+    pub tls: Option<Arc<TlsConfig>>,
+    /// How the server treats slow clients and drains, from the configuration.
+    serve_options: ServeOptions,
     /// Stopped when the app is dropped.
     tasks: Vec<JoinHandle<()>>,
 }
@@ -86,16 +80,20 @@ impl App {
         let mut paths = HashMap::new();
         let mut query_prefixes = HashMap::new();
         for route in &config.routes {
-            let (provider, description) = credentials_provider(route, config, sdk).await?;
+            let (provider, description) = crate::aws::credentials_provider(route, config, sdk)
+                .await
+                .map_err(|e| BuildError(e.to_string()))?;
             let credentials = Arc::new(CredentialCache::new(clock.clone()));
-            let refresher = CredentialRefresher::new(
-                provider,
-                credentials.clone(),
-                metrics.clone(),
-                description,
-            )
-            .for_route(route.name)
-            .spawn();
+            tasks.push(
+                CredentialRefresher::new(
+                    route.name,
+                    provider,
+                    credentials.clone(),
+                    metrics.clone(),
+                    description,
+                )
+                .spawn(),
+            );
             let auth = match &route.inbound_auth {
                 Some(_) => authenticator(&route.inbound_auth, &mut tasks)?,
                 None => global_auth.clone(),
@@ -110,40 +108,39 @@ impl App {
                     query_prefixes.insert(prefix.clone(), routes.len());
                 }
             }
-            routes.push(RouteTarget {
-                name: route.name,
-                upstream: route.upstream.clone(),
-                signer: Signer::new(route.region.clone(), &route.upstream.path),
-                credentials,
+            routes.push(RouteState {
+                destination: Destination {
+                    name: route.name,
+                    upstream: route.upstream.clone(),
+                    signer: Signer::new(route.region.clone(), &route.upstream.path),
+                    credentials,
+                    metrics: metrics.for_route(route.name),
+                },
                 auth,
                 query: route.query.clone(),
-                metrics: metrics.for_route(route.name),
             });
-            tasks.push(refresher);
         }
         let tls = match &config.tls {
             None => None,
-            Some(files) => Some(Arc::new(
-                crate::tls::TlsConfig::load(files).map_err(BuildError)?,
-            )),
+            Some(files) => Some(Arc::new(TlsConfig::load(files).map_err(BuildError)?)),
         };
-        tasks.extend(tls.clone().map(crate::tls::TlsConfig::spawn_reloader));
+        tasks.extend(tls.clone().map(TlsConfig::spawn_reloader));
         let client = UpstreamClient::new(&config.upstream_ca_certs)
             .map_err(|e| BuildError(e.to_string()))?;
-        let proxy = Proxy::new(Shared {
+        let router = Router::new(Shared {
             routes,
             paths,
+            query_prefixes,
+            auth: global_auth,
+            write: WriteSettings {
+                retry_deadline: config.retry_deadline,
+                throttle_status: config.throttle_status,
+                payload: Arc::new(config.remote_write.clone()),
+            },
             client,
-            metrics: metrics.clone(),
-            max_body_size: config.max_body_size,
             clock,
             upstream_timeout: config.upstream_timeout,
-            retry_deadline: config.retry_deadline,
-            throttle_status: config.throttle_status,
-            draining: draining.clone(),
-            auth: global_auth,
-            remote_write: Arc::new(config.remote_write.clone()),
-            query_prefixes,
+            max_body_size: config.max_body_size,
             limits: Limits::new(
                 config.max_in_flight_requests,
                 config.max_in_flight_bytes,
@@ -153,21 +150,44 @@ impl App {
                     .worker_threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             ),
+            metrics: metrics.clone(),
+            draining: draining.clone(),
         });
-        let service = RequestMetricsLayer::new(metrics.clone()).layer(proxy);
+        let service = RequestMetricsLayer::new(metrics.clone()).layer(router);
+        let serve_options = ServeOptions {
+            header_timeout: config.client_header_timeout,
+            drain_delay: config.drain_delay,
+            grace: config.shutdown_grace,
+            draining: draining.clone(),
+            tls: tls.clone(),
+            in_flight: metrics.in_flight.clone(),
+        };
         Ok(App {
             service,
             metrics,
             draining,
             tls,
+            serve_options,
             tasks,
         })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains (see
+    /// [`crate::http::server::serve`]).
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Drain {
+        server::serve(
+            listener,
+            self.service.clone(),
+            shutdown,
+            self.serve_options.clone(),
+        )
+        .await
     }
 }
 
 /// An authenticator (and its file reloader, added to `tasks`) if `inbound` asks for one.
 fn authenticator(
-    inbound: &Option<crate::config::InboundAuth>,
+    inbound: &Option<InboundAuth>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<Option<Arc<Authenticator>>, BuildError> {
     let Some(inbound) = inbound else {
@@ -178,46 +198,47 @@ fn authenticator(
     Ok(Some(auth))
 }
 
-/// The SDK configuration for a route's calls to STS: the SDK's region (where the proxy runs)
-/// if one is set, else the route's workspace's — a regional STS endpoint, never the global one
-/// by accident — and `--sts-endpoint` if given.
-pub fn sts_config(route: &RouteConfig, config: &Config, sdk: &SdkConfig) -> SdkConfig {
-    let sts_region = sdk
-        .region()
-        .cloned()
-        .unwrap_or_else(|| Region::new(route.region.clone()));
-    let mut sts_conf = sdk.to_builder().region(sts_region);
-    if let Some(endpoint) = &config.sts_endpoint {
-        sts_conf = sts_conf.endpoint_url(endpoint.clone());
-    }
-    sts_conf.build()
+/// The async runtime `--worker-threads` asks for. One worker thread: the single-threaded
+/// scheduler, without work-stealing machinery or cross-thread wake-ups (measurably cheaper per
+/// request, see benches/).
+pub fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
 }
 
-/// A route's credentials: the base chain, or AssumeRole on top of it; with a description for
-/// logs.
-pub async fn credentials_provider(
-    route: &RouteConfig,
-    config: &Config,
-    sdk: &SdkConfig,
-) -> Result<(SharedCredentialsProvider, String), BuildError> {
-    let base = sdk.credentials_provider().ok_or_else(|| {
-        BuildError(
-            "no AWS credential provider configured (the default chain was not loaded)".into(),
-        )
-    })?;
-    let Some(role) = &route.role else {
-        return Ok((base, "base credentials (default chain)".to_string()));
-    };
-    let mut builder = AssumeRoleProvider::builder(role.arn.clone())
-        .session_name(role.session_name.clone())
-        .session_length(role.session_duration)
-        .configure(&sts_config(route, config, sdk));
-    if let Some(id) = &role.external_id {
-        builder = builder.external_id(id.clone());
+/// What the proxy serves, one line per route and one for the listener, at startup.
+pub fn log_startup(config: &Config, listen: SocketAddr) {
+    for route in &config.routes {
+        if route.upstream.plaintext {
+            tracing::warn!(
+                route = route.name,
+                "upstream is plain http://: requests and signatures travel unencrypted (testing only)"
+            );
+        }
+        tracing::info!(
+            route = route.name,
+            paths = %route.paths.iter().map(|p| p.path.as_str()).collect::<Vec<_>>().join(" "),
+            upstream_host = %route.upstream.host_header.to_str().unwrap_or("?"),
+            upstream_path = %route.upstream.path,
+            region = %route.region,
+            role_arn = route.role.as_ref().map_or("none (base credentials)", |r| r.arn.as_str()),
+            inbound_auth = route.inbound_auth.is_some() || config.inbound_auth.is_some(),
+            "serving route"
+        );
     }
-    let provider = builder.build().await;
-    Ok((
-        SharedCredentialsProvider::new(provider),
-        format!("role {}", role.arn),
-    ))
+    tracing::info!(
+        %listen,
+        routes = config.routes.len(),
+        tls = config.tls.is_some(),
+        version = env!("CARGO_PKG_VERSION"),
+        "amp-rw-proxy listening"
+    );
 }

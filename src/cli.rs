@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::config::Cli;
-use crate::policies::PoliciesArgs;
+use crate::ops::policies::PoliciesArgs;
 
 /// Prometheus remote-write proxy for Amazon Managed Service for Prometheus (AMP).
 ///

@@ -1,52 +1,47 @@
 //! amp-rw-proxy: a Prometheus remote-write proxy for Amazon Managed Service for Prometheus
 //! workspaces in another AWS account.
 //!
-//! Prometheus sends unsigned remote-write here; the proxy assumes the workspace account's role
-//! ([`credentials`]), signs each request with SigV4 for service `aps` ([`signing`]), and
-//! forwards the body byte-for-byte to the configured workspace ([`proxy`], [`upstream`]),
-//! relaying the upstream's answer so the sender retries exactly what it should ([`error`]).
+//! # The house, top to bottom
+//! Each layer imports only from the layers below it (`tests/layers.rs` fails on any import that
+//! runs upward or in a circle).
 //!
-//! Module map: [`config`] (flags and validation), [`app`] (wiring), [`server`] (accept loop and
-//! drain), [`body`] (bounded, hashed body reading), [`metrics`], [`telemetry`] (logging).
+//! | layer | module | concern |
+//! |---|---|---|
+//! | 5 | [`cli`] | the command line: serving flags and subcommands |
+//! | 5 | [`ops`] | `check` (the credential chain, step by step) and `policies` (IAM documents) |
+//! | 5 | [`app`] | wiring: configuration → routes, credentials, router; serve and drain |
+//! | 4 | [`router`] | a request → the write path, the read path or the proxy's own endpoints |
+//! | 3 | [`write`] | the write path: inspect, build the outbound request, sign, send with retries |
+//! | 3 | [`query`] | the read path (`--enable-query`): allowlisted query API, signed and streamed |
+//! | 2 | [`http`] | bodies, responses, the error→status map, admission, upstream client, inbound auth and TLS, server |
+//! | 1 | [`aws`] | SDK credential chain and AssumeRole, credential cache and refresher, SigV4, clock |
+//! | 0 | [`config`] | flags, routes file, validation, the paths the proxy answers on |
+//! | 0 | [`telemetry`] | metrics registry and its label types, logging |
+//! | 0 | [`remote_write`] | the remote-write payload: decode, count, validate, rewrite |
+//!
+//! # One write request
+//! [`http::server`] accepts the connection and hands the request to the [`app`]'s service: the
+//! request-metrics layer ([`telemetry::metrics::RequestMetrics`]) around the [`router::Router`].
+//! The router matches the path to a route and checks inbound authentication
+//! ([`http::auth`]), then calls [`write::forward`]: the headers are checked
+//! ([`write::inspect`]), admission takes a slot and reads the body within its budget
+//! ([`http::admission`], [`http::body`], which hashes it once), the payload is counted or
+//! rewritten if configured ([`remote_write`]), and [`write::send`] builds the outbound request
+//! ([`write::outbound`]), signs it with the route's cached credentials ([`aws::signing`],
+//! [`aws::credentials`]) and sends it on the pooled client ([`http::upstream`]), retrying as
+//! [`write::retry`] decides. The upstream's answer — or our failure, through
+//! [`http::error::ProxyError::into_response`] — goes back to the sender.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;
-pub mod auth;
-pub mod body;
-pub mod check;
+pub mod aws;
 pub mod cli;
 pub mod config;
-pub mod credentials;
-pub mod error;
-pub mod metrics;
-pub mod policies;
-pub mod proxy;
+pub mod http;
+pub mod ops;
 pub mod query;
 pub mod remote_write;
-pub mod retry;
-pub mod routes;
-pub mod server;
-pub mod signing;
+pub mod router;
 pub mod telemetry;
-pub mod tls;
-pub mod upstream;
-
-use aws_config::meta::region::RegionProviderChain;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-
-/// Loads the AWS SDK configuration the way every AWS tool does (environment, shared profile,
-/// web identity/IRSA, EKS Pod Identity/ECS container credentials, IMDS). The region for the
-/// SDK's own calls comes from the environment or profile, falling back to the workspace's
-/// region (IMDS is not asked for a region: it would stall startup off EC2).
-pub async fn load_aws_config(workspace_region: &str) -> SdkConfig {
-    let region = RegionProviderChain::first_try(
-        aws_config::environment::EnvironmentVariableRegionProvider::new(),
-    )
-    .or_else(aws_config::profile::ProfileFileRegionProvider::new())
-    .or_else(Region::new(workspace_region.to_string()));
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .load()
-        .await
-}
+pub mod write;

@@ -617,7 +617,7 @@ async fn shutdown_finishes_in_flight_requests() {
         "in-flight request completed"
     );
     let drain = (&mut proxy.served).await.unwrap();
-    assert_eq!(drain, amp_rw_proxy::server::Drain::Complete);
+    assert_eq!(drain, amp_rw_proxy::http::server::Drain::Complete);
     assert!(
         tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
         "listener closed"

@@ -356,7 +356,7 @@ async fn drain_turns_unready_at_once_keeps_accepting_briefly_then_refuses() {
         "answered within the drain delay"
     );
     let drain = (&mut proxy.served).await.unwrap();
-    assert_eq!(drain, amp_rw_proxy::server::Drain::Complete);
+    assert_eq!(drain, amp_rw_proxy::http::server::Drain::Complete);
     assert!(
         signalled.elapsed() >= Duration::from_secs(3),
         "listener open for the drain delay"

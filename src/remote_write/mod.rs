@@ -137,8 +137,11 @@ impl ExternalLabels {
     }
 }
 
-/// Prometheus's label name rule (the classic one, which every receiver accepts).
-fn is_label_name(name: &str) -> bool {
+/// Prometheus's label name rule (the classic one, which every receiver accepts):
+/// `[a-zA-Z_][a-zA-Z0-9_]*`. Prometheus's escaping of UTF-8 names in query paths (`U__` followed
+/// by `_` for `__` and `_<hex>_` for other characters) stays within that alphabet; no `/`, `.` or
+/// `%` can pass.
+pub fn is_label_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes
         .next()

@@ -705,7 +705,7 @@ pub struct ProxyUnderTest {
     pub addr: SocketAddr,
     pub app: Arc<App>,
     shutdown: Option<oneshot::Sender<()>>,
-    pub served: tokio::task::JoinHandle<amp_rw_proxy::server::Drain>,
+    pub served: tokio::task::JoinHandle<amp_rw_proxy::http::server::Drain>,
 }
 
 impl ProxyUnderTest {
@@ -730,16 +730,14 @@ impl ProxyUnderTest {
         let listener = TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let service = app.service.clone();
-        let options = app.serve_options(&config);
-        let served = tokio::spawn(amp_rw_proxy::server::serve(
-            listener,
-            service,
-            async {
-                let _ = rx.await;
-            },
-            options,
-        ));
+        let serving = app.clone();
+        let served = tokio::spawn(async move {
+            serving
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+        });
         Self {
             addr,
             app,

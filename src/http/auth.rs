@@ -4,7 +4,7 @@
 //! they change, so rotation needs no restart. Comparison is constant-time over SHA-256 digests
 //! (which also hides the expected length).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,25 +14,10 @@ use http::HeaderMap;
 use tokio::task::JoinHandle;
 
 use crate::config::InboundAuth;
+use crate::config::inbound::read_secret_file;
 
 /// How often secret files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
-/// Largest secret file accepted.
-const MAX_SECRET_BYTES: u64 = 4096;
-
-/// Reads a secret file: trimmed, not empty, at most 4 KiB. Errors never include the contents.
-pub fn read_secret_file(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if meta.len() > MAX_SECRET_BYTES {
-        return Err(format!("larger than {MAX_SECRET_BYTES} bytes"));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err("empty".to_string());
-    }
-    Ok(secret.to_string())
-}
 
 /// Checks `Authorization` headers against the configured secret.
 #[derive(Debug)]
@@ -145,6 +130,7 @@ fn expected_digest(scheme: Scheme, user: &str, secret: &str) -> digest::Digest {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use std::path::Path;
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

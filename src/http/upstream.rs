@@ -15,8 +15,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 
-use crate::body::OutboundBody;
-use crate::error::{ProxyError, ResponseBody};
+use super::body::OutboundBody;
+use super::error::ProxyError;
+use super::response::ResponseBody;
 
 /// At most this much of an upstream's response body is relayed (error messages are short;
 /// remote-write success bodies are empty). The rest is dropped.
@@ -26,8 +27,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled connections are closed after this long; AMP's load balancers close at ~60s+.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
-/// Upstream response headers relayed to the sender. Everything else is dropped.
-pub static RELAYED_RESPONSE_HEADERS: [HeaderName; 5] = [
+/// Upstream response headers relayed to a remote-write sender (the read path relays its own
+/// list). Everything else is dropped.
+pub static RELAYED_WRITE_HEADERS: [HeaderName; 5] = [
     header::RETRY_AFTER,
     header::CONTENT_TYPE,
     HeaderName::from_static("x-prometheus-remote-write-samples-written"),
@@ -126,7 +128,7 @@ impl UpstreamClient {
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;
         let mut headers = HeaderMap::new();
-        for name in &RELAYED_RESPONSE_HEADERS {
+        for name in &RELAYED_WRITE_HEADERS {
             for v in parts.headers.get_all(name) {
                 headers.append(name.clone(), v.clone());
             }

@@ -11,7 +11,6 @@
 //! when STS refuses at startup (wrong ExternalId, missing trust) the proxy stays up, not ready,
 //! and heals itself once the IAM policy is fixed.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +20,9 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio::task::JoinHandle;
 
-use crate::metrics::Metrics;
+use super::clock::Clock;
+use crate::telemetry::metrics::RouteLabels;
+use crate::telemetry::{Metrics, one_line};
 
 /// Minimum time before expiry at which credentials are refreshed.
 pub const REFRESH_LEAD: Duration = Duration::from_secs(5 * 60);
@@ -48,22 +49,6 @@ const WALL_CLOCK_CHECK: Duration = Duration::from_secs(10);
 /// Forced refreshes ([`CredentialCache::request_refresh`]) are at least this far apart, so an
 /// upstream that keeps rejecting our token cannot make us hammer STS.
 pub const MIN_FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Source of wall-clock time, replaceable in tests.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current time.
-    fn now(&self) -> SystemTime;
-}
-
-/// The real clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
 
 /// Why there are no usable credentials; shown to senders in the 503 body.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -177,8 +162,10 @@ pub struct CredentialRefresher {
 }
 
 impl CredentialRefresher {
-    /// A refresher that fills `cache` from `provider`.
+    /// A refresher that fills `cache` from `provider` for `route` (its metrics label and log
+    /// field).
     pub fn new(
+        route: &'static str,
         provider: SharedCredentialsProvider,
         cache: Arc<CredentialCache>,
         metrics: Arc<Metrics>,
@@ -189,14 +176,8 @@ impl CredentialRefresher {
             cache,
             metrics,
             description: description.into(),
-            route: crate::config::DEFAULT_ROUTE,
+            route,
         }
-    }
-
-    /// Names the route these credentials are for, in metrics and logs (default: `default`).
-    pub fn for_route(mut self, route: &'static str) -> Self {
-        self.route = route;
-        self
     }
 
     /// Starts fetching now and keeps refreshing until the task is aborted.
@@ -276,7 +257,7 @@ impl CredentialRefresher {
                     .map_or(0.0, |d| d.as_secs_f64());
                 self.metrics
                     .credentials_expiry
-                    .get_or_create(&crate::metrics::RouteLabels { route: self.route })
+                    .get_or_create(&RouteLabels { route: self.route })
                     .set(expiry_unix);
                 match expiry {
                     Some(e) => tracing::info!(
@@ -310,14 +291,10 @@ impl CredentialRefresher {
     }
 }
 
-/// Collapses an error chain to one line for logs and response bodies.
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::SystemClock;
     use aws_credential_types::provider::future;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -379,6 +356,7 @@ mod tests {
         });
         let cache = Arc::new(CredentialCache::new(clock));
         let task = CredentialRefresher::new(
+            "default",
             SharedCredentialsProvider::new(ArcProvider(provider.clone())),
             cache.clone(),
             Arc::new(Metrics::new()),

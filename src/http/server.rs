@@ -19,7 +19,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::error::ResponseBody;
+use super::response::ResponseBody;
+use super::tls::TlsConfig;
 
 /// How a server shuts down and treats slow clients.
 #[derive(Debug, Clone)]
@@ -33,7 +34,7 @@ pub struct ServeOptions {
     /// Set when shutdown starts; the proxy reports unready and closes kept-alive connections.
     pub draining: Arc<AtomicBool>,
     /// Serve HTTPS with this (reloadable) configuration.
-    pub tls: Option<Arc<crate::tls::TlsConfig>>,
+    pub tls: Option<Arc<TlsConfig>>,
     /// Requests being handled (the drain waits for zero).
     pub in_flight: prometheus_client::metrics::gauge::Gauge,
 }

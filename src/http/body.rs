@@ -80,13 +80,13 @@ impl BufferedBody {
         Ok(Self {
             chunks,
             len,
-            sha256_hex: crate::signing::sha256_hex(&hash.finish()),
+            sha256_hex: crate::aws::signing::sha256_hex(&hash.finish()),
         })
     }
 
     /// A body built by the proxy itself (a rewritten request), hashed for signing.
     pub fn from_bytes(bytes: Bytes) -> Self {
-        let sha256_hex = crate::signing::sha256_hex(&digest::digest(&digest::SHA256, &bytes));
+        let sha256_hex = crate::aws::signing::sha256_hex(&digest::digest(&digest::SHA256, &bytes));
         let len = bytes.len() as u64;
         let chunks = if bytes.is_empty() {
             Vec::new()

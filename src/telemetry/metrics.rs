@@ -10,6 +10,25 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The endpoint a request was routed to, as the request metrics label it: the router puts it
+/// in the response's extensions for [`RequestMetrics`]. Both are `&'static str` from a fixed
+/// set (configuration and the proxy's own paths), never the raw inbound path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointLabels {
+    /// The route's name; empty for the proxy's own endpoints.
+    pub route: &'static str,
+    /// The path label.
+    pub path: &'static str,
+}
+
+impl EndpointLabels {
+    /// A request that matched nothing.
+    pub const UNMATCHED: EndpointLabels = EndpointLabels {
+        route: "",
+        path: "unmatched",
+    };
+}
+
 /// Labels of `amp_rw_proxy_requests_total`. `path` is one of the routes the proxy knows
 /// (never the raw inbound path, so a scanner cannot blow up the series count).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,7 +55,7 @@ pub struct RefreshLabels {
 pub struct RetryLabels {
     /// Route.
     pub route: &'static str,
-    /// A [`crate::retry::RetryReason`] label.
+    /// Why: a retry reason of the write path's retry policy (`throttled`, `timeout`, ...).
     pub reason: &'static str,
 }
 
@@ -360,8 +379,8 @@ impl<S> tower::Layer<S> for RequestMetricsLayer {
     }
 }
 
-/// See [`RequestMetricsLayer`]. The route label is read from the response's extensions,
-/// where the proxy puts the [`crate::proxy::Route`] it matched.
+/// See [`RequestMetricsLayer`]. The labels are read from the response's extensions, where the
+/// router puts the [`EndpointLabels`] of the endpoint it matched.
 #[derive(Clone, Debug)]
 pub struct RequestMetrics<S> {
     inner: S,
@@ -404,10 +423,11 @@ where
         Box::pin(async move {
             let result = fut.await;
             if let Ok(resp) = &result {
-                let (route, path) = resp
+                let EndpointLabels { route, path } = resp
                     .extensions()
-                    .get::<crate::proxy::Route>()
-                    .map_or(("", "unmatched"), |r| (r.route_name(), r.label()));
+                    .get::<EndpointLabels>()
+                    .copied()
+                    .unwrap_or(EndpointLabels::UNMATCHED);
                 guard
                     .0
                     .requests

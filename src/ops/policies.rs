@@ -11,8 +11,13 @@
 //!
 //! Cross-account access needs both sides: B may call AssumeRole (3) *and* A trusts B (1).
 
+use std::io::Write as _;
+use std::process::ExitCode;
+
 use clap::Args;
 use serde_json::{Value, json};
+
+use crate::config::EXIT_CONFIG_ERROR;
 
 /// What the read path (`--enable-query`) needs on the workspace.
 pub const QUERY_ACTIONS: [&str; 4] = [
@@ -262,6 +267,31 @@ fn parse_arn(arn: &str) -> Option<Arn<'_>> {
         account,
         resource,
     })
+}
+
+/// `amp-rw-proxy policies`: prints the documents (text or JSON), or every argument error.
+pub fn main(args: &PoliciesArgs) -> ExitCode {
+    // Written without panicking when stdout is closed early (`| head`).
+    let mut out = std::io::stdout().lock();
+    match Policies::from_args(args) {
+        Ok(p) if args.format == "json" => {
+            let _ = writeln!(out, "{}", p.to_json());
+        }
+        Ok(p) => {
+            let _ = write!(out, "{}", p.to_text());
+        }
+        Err(errors) => {
+            eprintln!(
+                "amp-rw-proxy policies: invalid arguments ({} error(s)):",
+                errors.len()
+            );
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            return ExitCode::from(EXIT_CONFIG_ERROR);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

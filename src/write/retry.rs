@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode, header};
 
-use crate::error::ProxyError;
-use crate::upstream::UpstreamAnswer;
+use crate::http::ProxyError;
+use crate::http::upstream::UpstreamAnswer;
 
 /// First backoff; doubles per attempt up to [`MAX_BACKOFF`].
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -183,6 +183,39 @@ pub fn backoff(attempt: u32, jitter: f64, not_before: Option<Duration>) -> Durat
     jittered.max(not_before.unwrap_or(Duration::ZERO))
 }
 
+/// What the sender hears when the retry deadline is reached and the last outcome, an answer of
+/// the upstream's, was still retryable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The upstream's answer, relayed as it is.
+    Relay,
+    /// This status with `Retry-After`: something the sender retries from its WAL.
+    Busy(StatusCode),
+    /// Our credentials were rejected as expired: 503 as for missing credentials.
+    CredentialsExpired,
+}
+
+/// The give-up decision. Throttling, whatever status carried it, becomes `--throttle-status`
+/// (503 for a default Prometheus, 429 for senders with `retry_on_http_429`; an upstream answer
+/// already of that status is relayed as it is); an upstream 408 is retryable, but Prometheus
+/// drops every 4xx, so it becomes 503; an expired token is our failure, 503. Other retryable
+/// answers (5xx) are relayed: the sender retries them too.
+pub fn give_up(reason: RetryReason, upstream: StatusCode, throttle_status: StatusCode) -> GiveUp {
+    match reason {
+        RetryReason::Throttled if upstream == throttle_status => GiveUp::Relay,
+        RetryReason::Throttled => GiveUp::Busy(throttle_status),
+        RetryReason::Timeout => GiveUp::Busy(StatusCode::SERVICE_UNAVAILABLE),
+        RetryReason::ExpiredCredentials => GiveUp::CredentialsExpired,
+        RetryReason::Connect | RetryReason::Broken | RetryReason::ServerError => GiveUp::Relay,
+    }
+}
+
+/// `Retry-After` for a given-up request: the wait the next attempt would have had, in whole
+/// seconds, at least one.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +355,47 @@ mod tests {
         assert_eq!(backoff(1, 0.0, None), ms(100));
         assert_eq!(backoff(1, 1.0, Some(ms(3000))), ms(3000));
         assert_eq!(backoff(6, 1.0, Some(ms(1))), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn giving_up_answers_what_the_sender_retries() {
+        use RetryReason::*;
+        const S503: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+        const S429: StatusCode = StatusCode::TOO_MANY_REQUESTS;
+        let table = [
+            // (reason, upstream status, --throttle-status, decision)
+            (Throttled, S429, S503, GiveUp::Busy(S503)),
+            (Throttled, S429, S429, GiveUp::Relay),
+            (Throttled, S503, S503, GiveUp::Relay),
+            (Throttled, StatusCode::BAD_REQUEST, S429, GiveUp::Busy(S429)),
+            (
+                Timeout,
+                StatusCode::REQUEST_TIMEOUT,
+                S429,
+                GiveUp::Busy(S503),
+            ),
+            (
+                ExpiredCredentials,
+                StatusCode::FORBIDDEN,
+                S503,
+                GiveUp::CredentialsExpired,
+            ),
+            (ServerError, StatusCode::BAD_GATEWAY, S503, GiveUp::Relay),
+            (
+                ServerError,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                S429,
+                GiveUp::Relay,
+            ),
+        ];
+        for (reason, upstream, throttle, want) in table {
+            assert_eq!(
+                give_up(reason, upstream, throttle),
+                want,
+                "{reason:?} {upstream}"
+            );
+        }
+        assert_eq!(retry_after_secs(Duration::from_millis(200)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(2100)), 3);
     }
 }

@@ -22,14 +22,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{
-    AuthKeys, MAX_SESSION_DURATION, MIN_SESSION_DURATION, RoleConfig, RouteConfig, RoutePath,
-    inbound_auth_from, parse_duration, parse_upstream, region_from_host, validate_external_id,
+use super::inbound::{AuthKeys, inbound_auth_from};
+use super::paths::OWN_ENDPOINTS;
+use super::targets::{parse_upstream, region_from_host};
+use super::validate::{
+    MAX_SESSION_DURATION, MIN_SESSION_DURATION, parse_duration, validate_external_id,
     validate_region, validate_role_arn, validate_session_name,
 };
-
-/// Paths the proxy answers itself; no route may take them.
-const RESERVED_PATHS: [&str; 3] = ["/metrics", "/-/healthy", "/-/ready"];
+use super::{RoleConfig, RouteConfig, RoutePath};
 const NAME_MAX: usize = 64;
 
 /// What routes inherit from the flags and the environment.
@@ -342,7 +342,7 @@ fn check_path(path: &str) -> Result<(), String> {
     {
         return Err("only A-Z a-z 0-9 - . _ ~ / are allowed (it is matched exactly)".into());
     }
-    if RESERVED_PATHS.contains(&path) {
+    if OWN_ENDPOINTS.contains(&path) {
         return Err("is one of the proxy's own endpoints".into());
     }
     Ok(())

@@ -11,6 +11,8 @@
 //! Exit code 0 only when every step passes.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -22,12 +24,13 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::Full;
 
-use crate::app::{credentials_provider, sts_config};
-use crate::body::BufferedBody;
-use crate::config::{Config, RouteConfig};
-use crate::policies::{Policies, PoliciesArgs};
-use crate::signing::Signer;
-use crate::upstream::UpstreamClient;
+use super::policies::{Policies, PoliciesArgs};
+use crate::aws::{Signer, credentials_provider, sts_config};
+use crate::config::{Cli, Config, EXIT_CONFIG_ERROR, Environment, RouteConfig};
+use crate::http::body::BufferedBody;
+use crate::http::upstream::UpstreamClient;
+use crate::telemetry::one_line;
+use crate::write::outbound::build_outbound;
 
 /// One step's outcome.
 #[derive(Debug)]
@@ -346,7 +349,7 @@ async fn remote_write_step(
         Ok(b) => b,
         Err(e) => return Step::fail(title, e.to_string(), "internal error"),
     };
-    let mut req = crate::proxy::build_outbound(&route.upstream, &HeaderMap::new(), &body);
+    let mut req = build_outbound(&route.upstream, &HeaderMap::new(), &body);
     let signer = Signer::new(route.region.clone(), &route.upstream.path);
     if let Err(e) = signer.sign(
         &mut req,
@@ -402,8 +405,47 @@ fn is_unreachable(error: &str) -> bool {
     error.contains("dispatch failure") || error.contains("timeout") || error.contains("timed out")
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// `amp-rw-proxy check`: validates the flags like serving does, runs every route's steps and
+/// prints them; exit code 0 only when all passed.
+pub fn main(cli: &Cli) -> ExitCode {
+    let config = match Config::from_cli(cli, &Environment::from_process()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("amp-rw-proxy check: {errors}");
+            return ExitCode::from(EXIT_CONFIG_ERROR);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("amp-rw-proxy check: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sdk = runtime.block_on(crate::aws::load_aws_config(&config.routes[0].region));
+    let mut out = std::io::stdout().lock();
+    let mut all_passed = true;
+    for route in &config.routes {
+        if config.routes.len() > 1 {
+            let _ = writeln!(out, "route {}:", route.name);
+        }
+        let steps = runtime.block_on(run(route, &config, &sdk));
+        for step in &steps {
+            let _ = write!(out, "{}", step.render());
+        }
+        // Four steps with a role, three without: all must be there and passed.
+        let expected = if route.role.is_some() { 4 } else { 3 };
+        all_passed &= steps.len() == expected && steps.iter().all(|s| s.ok);
+    }
+    if all_passed {
+        let _ = writeln!(out, "all checks passed");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,14 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// Output format of the logs (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors in containers.
+    Json,
+}
 
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(format: LogFormat) {
@@ -23,4 +30,16 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .init(),
     }
+}
+
+/// Collapses text (an error chain, an upstream's message) to one line for logs, response
+/// bodies and `check`'s report: every run of whitespace, newlines included, becomes one space.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// [`one_line`] of at most the first 256 bytes of an upstream's body, which may be binary or
+/// long.
+pub fn one_line_snippet(body: &[u8]) -> String {
+    one_line(&String::from_utf8_lossy(&body[..body.len().min(256)]))
 }

@@ -1,0 +1,5 @@
+//! Operators' subcommands beside serving: `check` walks the credential chain and a signed write
+//! step by step; `policies` prints the IAM documents of the cross-account setup.
+
+pub mod check;
+pub mod policies;

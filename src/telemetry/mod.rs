@@ -1,0 +1,8 @@
+//! What the proxy tells its operators: the metrics registry served on `GET /metrics`
+//! ([`metrics`], with its own label types) and the log setup ([`logging`]).
+
+pub mod logging;
+pub mod metrics;
+
+pub use logging::{LogFormat, one_line, one_line_snippet};
+pub use metrics::Metrics;

@@ -1,0 +1,64 @@
+//! What the write path works with: a route's destination, the settings every write shares, and
+//! the borrowed view of both that one request is forwarded with.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::aws::{Clock, CredentialCache, Signer};
+use crate::config::UpstreamTarget;
+use crate::http::admission::Limits;
+use crate::http::upstream::UpstreamClient;
+use crate::remote_write;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{EndpointLabels, RouteMetrics};
+
+/// One route's write destination and signing state.
+pub struct Destination {
+    /// The route's name (metrics label `route`, log field).
+    pub name: &'static str,
+    /// Fixed destination.
+    pub upstream: UpstreamTarget,
+    /// SigV4 signer for the destination's region and path.
+    pub signer: Signer,
+    /// This route's own cached credentials.
+    pub credentials: Arc<CredentialCache>,
+    /// This route's series of the per-route metrics, looked up once.
+    pub metrics: RouteMetrics,
+}
+
+/// How writes are retried and what is done with their payloads; the same for every route.
+pub struct WriteSettings {
+    /// `--retry-deadline`: the most all attempts together may take.
+    pub retry_deadline: Duration,
+    /// `--throttle-status`.
+    pub throttle_status: StatusCode,
+    /// Accounting, `--validate`, `--max-decoded-size`, `--external-label`.
+    pub payload: Arc<remote_write::Settings>,
+}
+
+/// What forwarding one write needs, borrowed from the router's state.
+pub struct WriteContext<'a> {
+    /// The route being written to.
+    pub destination: &'a Destination,
+    /// The endpoint's metric labels, also the log fields.
+    pub labels: EndpointLabels,
+    /// Retries and payload handling.
+    pub settings: &'a WriteSettings,
+    /// The pooled upstream client.
+    pub client: &'a UpstreamClient,
+    /// Time for signing.
+    pub clock: &'a dyn Clock,
+    /// `--upstream-timeout`: the most one attempt may take.
+    pub upstream_timeout: Duration,
+    /// `--max-body-size`.
+    pub max_body_size: u64,
+    /// Admission limits.
+    pub limits: &'a Limits,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+    /// Set once shutdown has begun: no further attempts.
+    pub draining: &'a AtomicBool,
+}

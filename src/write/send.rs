@@ -1,0 +1,156 @@
+//! Sending one write upstream: each attempt built fresh and freshly signed, retried with
+//! backoff while the policy ([`super::retry`]) says so and the deadline allows.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Response};
+
+use super::context::WriteContext;
+use super::outbound::build_outbound;
+use super::retry::{self, GiveUp, RetryReason, Verdict};
+use crate::http::body::BufferedBody;
+use crate::http::upstream::UpstreamAnswer;
+use crate::http::{ProxyError, ResponseBody};
+use crate::telemetry::metrics::{EndpointLabels, RetryLabels};
+use crate::telemetry::one_line_snippet;
+
+/// Shortest time worth starting an upstream attempt with (capped at a quarter of the deadline).
+const MIN_ATTEMPT_TIME: Duration = Duration::from_secs(1);
+
+/// Sends `body` upstream, retrying what [`retry::classify`] calls retryable with backoff, each
+/// attempt freshly signed, until `--retry-deadline` would be passed; then answers with the last
+/// outcome (throttling as `--throttle-status`).
+pub async fn with_retries(
+    ctx: &WriteContext<'_>,
+    inbound: &HeaderMap,
+    body: &BufferedBody,
+    deadline: Instant,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    // An attempt needs some time to be worth making: a last attempt with milliseconds left
+    // would only turn a meaningful answer (429 + Retry-After) into a timeout.
+    let min_attempt = MIN_ATTEMPT_TIME.min(ctx.settings.retry_deadline / 4);
+    let target = ctx.destination;
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let credentials = target.credentials.get()?;
+        let mut outbound = build_outbound(&target.upstream, inbound, body);
+        target
+            .signer
+            .sign(
+                &mut outbound,
+                &credentials,
+                body.sha256_hex(),
+                ctx.clock.now(),
+            )
+            .map_err(|e| ProxyError::Signing(e.to_string()))?;
+        let attempt_timeout = ctx
+            .upstream_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let outcome = ctx.client.send(outbound, attempt_timeout).await;
+        target.metrics.forwarded_bytes.inc_by(body.len());
+        if let Ok(answer) = &outcome {
+            target
+                .metrics
+                .upstream_latency
+                .observe(answer.latency.as_secs_f64());
+        }
+        let (reason, not_before) = match retry::classify(&outcome, ctx.clock.now()) {
+            Verdict::Final => return finish(ctx.labels, outcome, attempt),
+            Verdict::Retry { reason, not_before } => (reason, not_before),
+        };
+        if reason == RetryReason::ExpiredCredentials {
+            target.credentials.request_refresh();
+        }
+        let wait = retry::backoff(attempt, fastrand::f64(), not_before);
+        // Shutting down: no more attempts; the sender retries (elsewhere) from its WAL.
+        if Instant::now() + wait + min_attempt >= deadline || ctx.draining.load(Ordering::Relaxed) {
+            return give_up(ctx, outcome, reason, wait, attempt);
+        }
+        ctx.metrics
+            .upstream_retries
+            .get_or_create(&RetryLabels {
+                route: target.name,
+                reason: reason.label(),
+            })
+            .inc();
+        tracing::debug!(
+            route = target.name,
+            path = ctx.labels.path,
+            attempt,
+            reason = reason.label(),
+            wait_ms = wait.as_millis() as u64,
+            "retrying upstream"
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A final outcome: the upstream's answer relayed, or our error.
+fn finish(
+    labels: EndpointLabels,
+    outcome: Result<UpstreamAnswer, ProxyError>,
+    attempts: u32,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let answer = outcome?;
+    if answer.status.is_success() {
+        tracing::debug!(
+            route = labels.route,
+            path = labels.path,
+            status = answer.status.as_u16(),
+            attempts,
+            "forwarded"
+        );
+    } else {
+        tracing::warn!(
+            route = labels.route,
+            path = labels.path,
+            status = answer.status.as_u16(),
+            reason = %one_line_snippet(&answer.body),
+            upstream_latency_ms = answer.latency.as_millis() as u64,
+            attempts,
+            "upstream rejected request"
+        );
+    }
+    Ok(answer.into_response())
+}
+
+/// The retry deadline is reached with a retryable outcome: hand the sender something it will
+/// retry from its WAL, as [`retry::give_up`] decides.
+fn give_up(
+    ctx: &WriteContext<'_>,
+    outcome: Result<UpstreamAnswer, ProxyError>,
+    reason: RetryReason,
+    wait: Duration,
+    attempts: u32,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    ctx.metrics
+        .upstream_gave_up
+        .get_or_create(&RetryLabels {
+            route: ctx.destination.name,
+            reason: reason.label(),
+        })
+        .inc();
+    let answer = match outcome {
+        Ok(answer) => answer,
+        // Our own errors keep their 502/504.
+        Err(_) => return finish(ctx.labels, outcome, attempts),
+    };
+    match retry::give_up(reason, answer.status, ctx.settings.throttle_status) {
+        GiveUp::Relay => finish(ctx.labels, Ok(answer), attempts),
+        GiveUp::Busy(status) => Err(ProxyError::Throttled {
+            status,
+            retry_after_secs: retry::retry_after_secs(wait),
+            detail: format!(
+                "upstream {} after {attempts} attempts: {}",
+                answer.status.as_u16(),
+                one_line_snippet(&answer.body)
+            ),
+        }),
+        GiveUp::CredentialsExpired => Err(ProxyError::CredentialsUnavailable(format!(
+            "upstream rejected our security token as expired: {}",
+            one_line_snippet(&answer.body)
+        ))),
+    }
+}

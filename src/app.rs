@@ -15,6 +15,7 @@ use tower::Layer;
 
 use crate::aws::{Clock, CredentialCache, CredentialRefresher, Signer, SystemClock};
 use crate::config::{Config, InboundAuth};
+use crate::http::Forwarding;
 use crate::http::admission::Limits;
 use crate::http::auth::Authenticator;
 use crate::http::server::{self, Drain, ServeOptions};
@@ -137,20 +138,22 @@ impl App {
                 throttle_status: config.throttle_status,
                 payload: Arc::new(config.remote_write.clone()),
             },
-            client,
-            clock,
-            upstream_timeout: config.upstream_timeout,
-            max_body_size: config.max_body_size,
-            limits: Limits::new(
-                config.max_in_flight_requests,
-                config.max_in_flight_bytes,
-                config.client_body_timeout,
-                // One per runtime worker (`--worker-threads`, else one per CPU).
-                config
-                    .worker_threads
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-            ),
-            metrics: metrics.clone(),
+            forwarding: Forwarding {
+                client,
+                clock,
+                upstream_timeout: config.upstream_timeout,
+                max_body_size: config.max_body_size,
+                limits: Limits::new(
+                    config.max_in_flight_requests,
+                    config.max_in_flight_bytes,
+                    config.client_body_timeout,
+                    // One per runtime worker (`--worker-threads`, else one per CPU).
+                    config.worker_threads.unwrap_or_else(|| {
+                        std::thread::available_parallelism().map_or(2, |n| n.get())
+                    }),
+                ),
+                metrics: metrics.clone(),
+            },
             draining: draining.clone(),
         });
         let service = RequestMetricsLayer::new(metrics.clone()).layer(router);

@@ -13,7 +13,7 @@
 //! | 4 | [`router`] | a request → the write path, the read path or the proxy's own endpoints |
 //! | 3 | [`write`] | the write path: inspect, build the outbound request, sign, send with retries |
 //! | 3 | [`query`] | the read path (`--enable-query`): allowlisted query API, signed and streamed |
-//! | 2 | [`http`] | bodies, responses, the error→status map, admission, upstream client, inbound auth and TLS, server |
+//! | 2 | [`http`] | bodies, responses, the error→status map, admission, upstream client and what both paths forward with, inbound auth and TLS, server |
 //! | 1 | [`aws`] | SDK credential chain and AssumeRole, credential cache and refresher, SigV4, clock |
 //! | 0 | [`config`] | flags, routes file, validation, the paths the proxy answers on |
 //! | 0 | [`telemetry`] | metrics registry and its label types, logging |

@@ -9,20 +9,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
 
-use crate::aws::Clock;
 use crate::config::{QueryTarget, paths};
-use crate::http::admission::Limits;
 use crate::http::auth::Authenticator;
-use crate::http::upstream::UpstreamClient;
-use crate::http::{Failure, ProxyError, ResponseBody};
+use crate::http::{Failure, Forwarding, ProxyError, ResponseBody};
 use crate::query::{self, QueryContext};
-use crate::telemetry::Metrics;
 use crate::telemetry::metrics::EndpointLabels;
 use crate::write::{self, Destination, WriteContext, WriteSettings};
 
@@ -113,19 +108,8 @@ pub struct Shared {
     pub auth: Option<Arc<Authenticator>>,
     /// Retries and payload handling of writes.
     pub write: WriteSettings,
-    /// Pooled upstream client, shared by all routes and both paths.
-    pub client: UpstreamClient,
-    /// Time for signing.
-    pub clock: Arc<dyn Clock>,
-    /// `--upstream-timeout`: the most one upstream attempt (or a query's wait for headers) may
-    /// take.
-    pub upstream_timeout: Duration,
-    /// `--max-body-size`.
-    pub max_body_size: u64,
-    /// Admission limits.
-    pub limits: Limits,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
+    /// Client, clock, bounds, admission limits and metrics, for both paths.
+    pub forwarding: Forwarding,
     /// Set once shutdown has begun: unready, and HTTP/1 connections are closed after each
     /// response so senders reconnect to another instance.
     pub draining: Arc<AtomicBool>,
@@ -247,12 +231,7 @@ where
                 destination: &shared.routes[index].destination,
                 labels: endpoint.labels(),
                 settings: &shared.write,
-                client: &shared.client,
-                clock: shared.clock.as_ref(),
-                upstream_timeout: shared.upstream_timeout,
-                max_body_size: shared.max_body_size,
-                limits: &shared.limits,
-                metrics: &shared.metrics,
+                forwarding: &shared.forwarding,
                 draining: &shared.draining,
             };
             write::forward(&ctx, req).await
@@ -264,14 +243,9 @@ where
             };
             let ctx = QueryContext {
                 target: query,
-                client: &shared.client,
                 signer: &route.destination.signer,
                 credentials: &route.destination.credentials,
-                clock: shared.clock.as_ref(),
-                upstream_timeout: shared.upstream_timeout,
-                max_body_size: shared.max_body_size,
-                limits: &shared.limits,
-                metrics: &shared.metrics,
+                forwarding: &shared.forwarding,
             };
             Ok(query::forward(&ctx, path, req).await?)
         }
@@ -290,7 +264,7 @@ where
         Endpoint::Metrics => Ok(text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.encode(),
+            shared.forwarding.metrics.encode(),
         )),
         Endpoint::Healthy => Ok(text(
             StatusCode::OK,

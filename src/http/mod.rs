@@ -8,6 +8,7 @@ pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod forwarding;
 pub mod headers;
 pub mod response;
 pub mod server;
@@ -15,4 +16,5 @@ pub mod tls;
 pub mod upstream;
 
 pub use error::{Failure, ProxyError};
+pub use forwarding::Forwarding;
 pub use response::ResponseBody;

@@ -29,8 +29,6 @@
 pub mod canonical;
 pub mod relay;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
@@ -38,14 +36,11 @@ use http_body::Body;
 pub use canonical::canonical_query;
 use relay::Relay;
 
-use crate::aws::{Clock, CredentialCache, Signer};
+use crate::aws::{CredentialCache, Signer};
 use crate::config::QueryTarget;
-use crate::http::admission::Limits;
 use crate::http::body::{BufferedBody, OutboundBody};
 use crate::http::headers::{declared_length, user_agent};
-use crate::http::upstream::UpstreamClient;
-use crate::http::{ProxyError, ResponseBody};
-use crate::telemetry::Metrics;
+use crate::http::{Forwarding, ProxyError, ResponseBody};
 
 /// Every query path starts with this; a route's query prefix comes before it.
 pub const API_PREFIX: &str = "/api/v1/";
@@ -96,16 +91,10 @@ pub fn route(path: &str) -> Option<&'static str> {
 /// What forwarding a query needs, borrowed from the proxy's state.
 pub(crate) struct QueryContext<'a> {
     pub target: &'a QueryTarget,
-    pub client: &'a UpstreamClient,
     pub signer: &'a Signer,
     pub credentials: &'a CredentialCache,
-    pub clock: &'a dyn Clock,
-    /// `--upstream-timeout`: for the response headers, and the longest silence of the body.
-    pub upstream_timeout: Duration,
-    /// `--max-body-size`; forms are further bounded by [`MAX_FORM_BODY`].
-    pub max_body_size: u64,
-    pub limits: &'a Limits,
-    pub metrics: &'a Metrics,
+    /// Client, clock, bounds and limits shared with the write path.
+    pub forwarding: &'a Forwarding,
 }
 
 /// Forwards one query request (its path already matched by [`route`], giving `label`) and
@@ -135,17 +124,18 @@ where
     if is_post {
         check_form_headers(&parts.headers)?;
     }
-    let limit = MAX_FORM_BODY.min(ctx.max_body_size);
+    let limit = MAX_FORM_BODY.min(ctx.forwarding.max_body_size);
     let declared = declared_length(&parts.headers)?;
     if is_post && declared > Some(limit) {
         return Err(ProxyError::PayloadTooLarge { limit });
     }
     // Fail fast, without reading the body, when there is nothing to sign with.
     ctx.credentials.get()?;
-    let slot = ctx.limits.take_slot(ctx.metrics)?;
+    let slot = ctx.forwarding.limits.take_slot(&ctx.forwarding.metrics)?;
     let (body, bytes_held) = if is_post {
-        ctx.limits
-            .read_body(ctx.metrics, body, limit, declared)
+        ctx.forwarding
+            .limits
+            .read_body(&ctx.forwarding.metrics, body, limit, declared)
             .await?
     } else {
         // A GET's body, if any, is not forwarded (Prometheus ignores it too).
@@ -159,19 +149,20 @@ where
             &mut outbound,
             &credentials,
             body.sha256_hex(),
-            ctx.clock.now(),
+            ctx.forwarding.clock.now(),
         )
         .map_err(|e| ProxyError::Signing(e.to_string()))?;
     let answer = ctx
+        .forwarding
         .client
-        .send_streaming(outbound, ctx.upstream_timeout)
+        .send_streaming(outbound, ctx.forwarding.upstream_timeout)
         .await?;
     drop(bytes_held);
     let (upstream, incoming) = answer.into_parts();
     log_answer(label, &upstream);
     let mut resp = Response::new(ResponseBody::streamed(Relay::new(
         incoming,
-        ctx.upstream_timeout,
+        ctx.forwarding.upstream_timeout,
         slot,
         label,
     )));

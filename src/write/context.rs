@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::aws::{Clock, CredentialCache, Signer};
+use crate::aws::{CredentialCache, Signer};
 use crate::config::UpstreamTarget;
-use crate::http::admission::Limits;
-use crate::http::upstream::UpstreamClient;
+use crate::http::Forwarding;
 use crate::remote_write;
-use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{EndpointLabels, RouteMetrics};
 
 /// One route's write destination and signing state.
@@ -47,18 +45,8 @@ pub struct WriteContext<'a> {
     pub labels: EndpointLabels,
     /// Retries and payload handling.
     pub settings: &'a WriteSettings,
-    /// The pooled upstream client.
-    pub client: &'a UpstreamClient,
-    /// Time for signing.
-    pub clock: &'a dyn Clock,
-    /// `--upstream-timeout`: the most one attempt may take.
-    pub upstream_timeout: Duration,
-    /// `--max-body-size`.
-    pub max_body_size: u64,
-    /// Admission limits.
-    pub limits: &'a Limits,
-    /// Metrics.
-    pub metrics: &'a Metrics,
+    /// Client, clock, bounds and limits shared with the read path.
+    pub forwarding: &'a Forwarding,
     /// Set once shutdown has begun: no further attempts.
     pub draining: &'a AtomicBool,
 }

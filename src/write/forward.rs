@@ -28,10 +28,10 @@ where
     let (parts, body) = req.into_parts();
     let protocol = inspect::check_request_headers(&parts.headers)?;
     let declared = declared_length(&parts.headers)?;
-    if declared > Some(ctx.max_body_size) {
+    if declared > Some(ctx.forwarding.max_body_size) {
         // Refuse before reading a byte of it.
         return Err(ProxyError::PayloadTooLarge {
-            limit: ctx.max_body_size,
+            limit: ctx.forwarding.max_body_size,
         }
         .into());
     }
@@ -39,10 +39,16 @@ where
     dest.credentials.get().map_err(ProxyError::from)?;
     // Admission: a request slot, and the body's bytes against the memory budget. Over either
     // limit the sender hears 503 at once and the body is never read.
-    let _slot = ctx.limits.take_slot(ctx.metrics)?;
+    let _slot = ctx.forwarding.limits.take_slot(&ctx.forwarding.metrics)?;
     let (body, _bytes_held) = ctx
+        .forwarding
         .limits
-        .read_body(ctx.metrics, body, ctx.max_body_size, declared)
+        .read_body(
+            &ctx.forwarding.metrics,
+            body,
+            ctx.forwarding.max_body_size,
+            declared,
+        )
         .await?;
     dest.metrics.request_bytes.inc_by(body.len());
     let (body, counts) = inspect::payload(ctx, protocol, body).await?;
@@ -53,7 +59,7 @@ where
             error,
             upstream_latency: Some(started.elapsed()),
         })?;
-    let payload = &ctx.metrics.payload;
+    let payload = &ctx.forwarding.metrics.payload;
     match counts {
         Some(c) if resp.status().is_success() => {
             payload.record(dest.name, protocol.label(), "forwarded", &c)

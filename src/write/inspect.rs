@@ -89,6 +89,7 @@ pub async fn payload(
         // megabytes on a blocking-pool thread, and the allocator keeps what a thread once used,
         // so unbounded concurrency would ratchet the steady RSS up with every burst.
         let _decoding = ctx
+            .forwarding
             .limits
             .large_decodes
             .acquire()
@@ -105,7 +106,7 @@ pub async fn payload(
             Ok((BufferedBody::from_bytes(body), Some(counts)))
         }
         Err(rejection) => {
-            let payload = &ctx.metrics.payload;
+            let payload = &ctx.forwarding.metrics.payload;
             payload.record(
                 ctx.destination.name,
                 protocol.label(),

@@ -42,13 +42,14 @@ pub async fn with_retries(
                 &mut outbound,
                 &credentials,
                 body.sha256_hex(),
-                ctx.clock.now(),
+                ctx.forwarding.clock.now(),
             )
             .map_err(|e| ProxyError::Signing(e.to_string()))?;
         let attempt_timeout = ctx
+            .forwarding
             .upstream_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        let outcome = ctx.client.send(outbound, attempt_timeout).await;
+        let outcome = ctx.forwarding.client.send(outbound, attempt_timeout).await;
         target.metrics.forwarded_bytes.inc_by(body.len());
         if let Ok(answer) = &outcome {
             target
@@ -56,7 +57,7 @@ pub async fn with_retries(
                 .upstream_latency
                 .observe(answer.latency.as_secs_f64());
         }
-        let (reason, not_before) = match retry::classify(&outcome, ctx.clock.now()) {
+        let (reason, not_before) = match retry::classify(&outcome, ctx.forwarding.clock.now()) {
             Verdict::Final => return finish(ctx.labels, outcome, attempt),
             Verdict::Retry { reason, not_before } => (reason, not_before),
         };
@@ -68,7 +69,8 @@ pub async fn with_retries(
         if Instant::now() + wait + min_attempt >= deadline || ctx.draining.load(Ordering::Relaxed) {
             return give_up(ctx, outcome, reason, wait, attempt);
         }
-        ctx.metrics
+        ctx.forwarding
+            .metrics
             .upstream_retries
             .get_or_create(&RetryLabels {
                 route: target.name,
@@ -125,7 +127,8 @@ fn give_up(
     wait: Duration,
     attempts: u32,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    ctx.metrics
+    ctx.forwarding
+        .metrics
         .upstream_gave_up
         .get_or_create(&RetryLabels {
             route: ctx.destination.name,

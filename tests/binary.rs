@@ -2,17 +2,22 @@
 //! variables, base credentials from the AWS SDK's default chain (environment variables here),
 //! logs, signals and exit codes.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use support::accounts::{
+    ASSUMED_SECRET, ASSUMED_TOKEN, BASE_ACCESS_KEY, BASE_SECRET, EXTERNAL_ID, REGION, ROLE_ARN,
+    WORKSPACE_PATH,
+};
+use support::amp::{AmpStandIn, Reply};
+use support::client::{get, prometheus_post, send, write};
+use support::sts::StsStandIn;
+use support::wire::write_request;
 
 const BASE_TOKEN: &str = "base-session-token-DO-NOT-LOG-31aa02";
 const INBOUND_BEARER: &str = "inbound-bearer-DO-NOT-LOG-0f0f0f";

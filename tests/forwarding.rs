@@ -1,13 +1,16 @@
 //! In-process integration tests of the forwarding core against local STS and AMP stand-ins.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode, Version};
 use http_body_util::Full;
+use support::accounts::{ASSUMED_TOKEN, REGION, ROLE_ARN, WORKSPACE_PATH};
+use support::amp::{AmpStandIn, Reply, verify_signature};
+use support::client::{get, prometheus_post, raw_exchange, send, write};
+use support::proxy::ProxyUnderTest;
+use support::sts::StsStandIn;
+use support::wire::write_request;
 
 const READY: Duration = Duration::from_secs(10);
 

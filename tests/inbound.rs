@@ -1,12 +1,16 @@
 //! Inbound authentication (bearer token file, basic auth) through the proxy.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use http::StatusCode;
 use http_body_util::Full;
+use support::accounts::REGION;
+use support::amp::AmpStandIn;
+use support::client::{Answer, get, prometheus_post, raw_exchange, send};
+use support::pki::Pki;
+use support::proxy::ProxyUnderTest;
+use support::sts::StsStandIn;
+use support::wire::write_request;
 
 const READY: Duration = Duration::from_secs(10);
 

@@ -2,16 +2,18 @@
 //! what --validate refuses never reaches the workspace, external labels arrive in a body the
 //! signature covers, 2.0 passes through byte for byte, and the accounting adds up.
 
-mod common;
-
 use std::time::Duration;
 
 use amp_rw_proxy::remote_write::proto::{v1, v2};
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use prost::Message;
+use support::amp::{AmpStandIn, Reply};
+use support::client::{get, send, write};
+use support::proxy::ProxyUnderTest;
+use support::sts::StsStandIn;
+use support::wire::write_request;
 
 const READY: Duration = Duration::from_secs(10);
 const V2_CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";

@@ -3,8 +3,6 @@
 //! hygiene both ways, gzip passed through, our own failures, and a 50 MB answer streamed
 //! through with bounded buffering. Plus the real binary's memory while streaming.
 
-mod common;
-
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,10 +10,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
+use support::accounts::{
+    ASSUMED_TOKEN, BASE_ACCESS_KEY, BASE_SECRET, EXTERNAL_ID, REGION, ROLE_ARN,
+};
+use support::amp::{AmpStandIn, BoxError, Reply};
+use support::client::{client, get, send};
+use support::proxy::ProxyUnderTest;
+use support::sts::StsStandIn;
 use tokio::sync::Semaphore;
 
 const BASE: &str = "/workspaces/ws-0123abcd";

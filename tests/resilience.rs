@@ -1,13 +1,15 @@
 //! Retries, throttling, load shedding, slow clients, drain and STS outages — in process,
 //! against the local STS and AMP stand-ins.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use http::StatusCode;
+use support::amp::{AmpStandIn, Reply};
+use support::client::{get, raw_exchange, write};
+use support::proxy::ProxyUnderTest;
+use support::sts::StsStandIn;
+use support::wire::write_request;
 
 const READY: Duration = Duration::from_secs(10);
 

@@ -1,14 +1,17 @@
 //! The routes file (`--config`): several workspaces behind one proxy, each route with its own
 //! role, ExternalId, credential cache, inbound authentication and metric labels.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use support::accounts::{REGION, WORKSPACE_PATH};
+use support::amp::{AmpStandIn, Reply};
+use support::client::{get, prometheus_post, send, write};
+use support::proxy::ProxyUnderTest;
+use support::sts::StsStandIn;
+use support::wire::write_request;
 
 const ROLE_A: &str = "arn:aws:iam::111111111111:role/team_a_writer";
 const ROLE_B: &str = "arn:aws:iam::333333333333:role/team_b_writer";

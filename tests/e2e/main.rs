@@ -4,16 +4,17 @@
 //!
 //! Needs the peers from `tests/peers/install.sh`; fails (never skips) without them.
 
-#[path = "../common/mod.rs"]
-mod common;
-mod harness;
 mod query;
 
 use std::time::Duration;
 
-use common::{prometheus_post, send, write_request};
-use harness::*;
 use http_body_util::Full;
+use support::client::{get, prometheus_post, send};
+use support::harness::{
+    Moto, Peers, Prometheus, Proxy, Role, StandIn, eventually, metric_sum, unix_now,
+};
+use support::pki::Pki;
+use support::wire::write_request;
 
 const EXTERNAL_ID: &str = "e2e-external-id";
 const ARRIVAL: Duration = Duration::from_secs(90);
@@ -191,12 +192,12 @@ async fn wrong_external_id_loses_nothing_once_fixed() {
     let start = unix_now();
     // STS (moto) refuses: the proxy stays up, not ready, and says why.
     let ready = eventually("/-/ready to report AccessDenied", ARRIVAL, || async {
-        let r = common::get(&c.proxy.url("/-/ready")).await;
+        let r = get(&c.proxy.url("/-/ready")).await;
         r.text().contains("AccessDenied").then_some(r)
     })
     .await;
     assert_eq!(ready.status, 503);
-    assert_eq!(common::get(&c.proxy.url("/-/healthy")).await.status, 200);
+    assert_eq!(get(&c.proxy.url("/-/healthy")).await.status, 200);
     // The sender's batches get 5xx and are retried, not dropped.
     eventually("the sender to retry", ARRIVAL, || async {
         (c.sender
@@ -267,7 +268,7 @@ async fn tampered_signatures_are_refused_and_reach_the_sender_as_403() {
         line.contains("status=403") && line.contains("SignatureDoesNotMatch"),
         "{line}"
     );
-    let metrics = common::get(&c.proxy.url("/metrics")).await.text();
+    let metrics = get(&c.proxy.url("/metrics")).await.text();
     assert!(metrics.contains(
         r#"amp_rw_proxy_requests_total{route="default",path="/api/v1/write",code="403"}"#
     ));
@@ -305,7 +306,7 @@ async fn happy_path_remote_write_2_from_prometheus_3() {
     // make the replay out of order, which the receiver refuses).
     let mut c = c;
     assert!(c.sender.proc.terminate().success());
-    let body = common::get(&format!("http://127.0.0.1:{}/-/last-body", c.standin.port))
+    let body = get(&format!("http://127.0.0.1:{}/-/last-body", c.standin.port))
         .await
         .body;
     let req = http::Request::post(c.proxy.url("/api/v1/write"))
@@ -374,7 +375,7 @@ async fn prometheus_reaches_the_proxy_over_mutual_tls_with_a_bearer_token() {
     let receiver = Prometheus::start(&peers.prometheus, Role::Receiver { rw2: false });
     receiver.wait_ready().await;
     let standin = StandIn::start(&peers, &moto, &receiver, 0, false);
-    let pki = common::Pki::new("e2e");
+    let pki = Pki::new("e2e");
     let (cert, key) = pki.issue("proxy");
     let (client_cert, client_key) = pki.issue("prometheus");
     let token = pki.path("token");
@@ -472,7 +473,7 @@ async fn external_label_reaches_the_receiver(rw2: bool) {
     let stats = c.standin.stats().await;
     assert_eq!(stats["rejected"], 0, "{}", stats["reasons"]);
     assert_sender_lost_nothing(&c.sender).await;
-    let metrics = common::get(&c.proxy.url("/metrics")).await.text();
+    let metrics = get(&c.proxy.url("/metrics")).await.text();
     let forwarded = format!(
         "amp_rw_proxy_remote_write_series_total{{route=\"default\",version=\"{version}\",outcome=\"forwarded\"}}"
     );
@@ -590,7 +591,7 @@ async fn two_teams_share_one_proxy_through_a_routes_file_with_basic_and_bearer_a
     // One AssumeRole per route, and every request the stand-in saw was correctly signed.
     assert_eq!(moto.assumed_roles().await.len(), 2);
     assert_eq!(standin.stats().await["rejected"], 0);
-    let metrics = common::get(&proxy.url("/metrics")).await.text();
+    let metrics = get(&proxy.url("/metrics")).await.text();
     for route in ["team-a", "team-b"] {
         let ok = format!(
             r#"amp_rw_proxy_requests_total{{route="{route}",path="/{route}/api/v1/write",code="204"}}"#

@@ -9,10 +9,11 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
+use support::client::{Answer, prometheus_post, send};
+use support::harness::{Moto, Peers, Prometheus, Proxy, Role, StandIn};
+use support::wire::{len_field, varint};
 
 use crate::EXTERNAL_ID;
-use crate::common::{Answer, len_field, prometheus_post, send, varint};
-use crate::harness::*;
 
 /// Labels (sorted by name) and samples as (milliseconds, value).
 type Series<'a> = (Vec<(&'a str, &'a str)>, Vec<(i64, f64)>);

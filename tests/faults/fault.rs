@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use support::accounts::WORKSPACE_PATH;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -65,7 +66,7 @@ impl FaultStandIn {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.addr, crate::common::WORKSPACE_PATH)
+        format!("http://{}{}", self.addr, WORKSPACE_PATH)
     }
 }
 

@@ -8,11 +8,7 @@
 //! `AMP_FAULTS_QUICK=1` shortens every phase sixfold for local iteration.
 //! (The STS-outage scenario runs in process, in `tests/resilience.rs`.)
 
-#[path = "../common/mod.rs"]
-mod common;
 mod fault;
-#[path = "../e2e/harness.rs"]
-mod harness;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +17,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fault::{FaultStandIn, Mode};
-use harness::*;
 use http_body_util::Full;
+use support::accounts::{BASE_ACCESS_KEY, BASE_SECRET, EXTERNAL_ID, ROLE_ARN};
+use support::client::{client, get, prometheus_post};
+use support::harness::{
+    Peers, Prometheus, Proxy, Role, eventually, metric_sum, repo_root, unix_now,
+};
+use support::sts::StsStandIn;
 
 const DUMMY_KEYS: (&str, &str) = ("AKIAFAULTRUNS0000000", "fault-runs-secret");
 
@@ -135,7 +136,7 @@ async fn upstream_faults(peers: &Peers) -> Row {
     )
     .await;
     let received: usize = got.values().sum();
-    let proxy_metrics = common::get(&proxy.url("/metrics")).await.text();
+    let proxy_metrics = get(&proxy.url("/metrics")).await.text();
     let requests = metric_sum(&proxy_metrics, "amp_rw_proxy_requests_total") as u64;
     for counter in [
         "prometheus_remote_storage_samples_failed_total",
@@ -169,14 +170,14 @@ async fn upstream_faults(peers: &Peers) -> Row {
 /// single request fails. Credentials here live 40 s (refresh due after 12.5 s, usable for 25 s),
 /// from the in-process STS stand-in, since STS itself issues at least 15 minutes.
 async fn sts_outage(peers: &Peers) -> Row {
-    let sts = common::StsStandIn::start().await;
+    let sts = StsStandIn::start().await;
     sts.set_lifetime(Duration::from_secs(40));
     let receiver = Prometheus::start(&peers.prometheus, Role::Receiver { rw2: false });
     receiver.wait_ready().await;
     let upstream = receiver.url("/api/v1/write");
     let sts_url = sts.url();
     let proxy = Proxy::spawn(
-        (common::BASE_ACCESS_KEY, common::BASE_SECRET),
+        (BASE_ACCESS_KEY, BASE_SECRET),
         &[],
         &[
             "--listen",
@@ -186,9 +187,9 @@ async fn sts_outage(peers: &Peers) -> Row {
             "--region",
             "us-east-1",
             "--role-arn",
-            common::ROLE_ARN,
+            ROLE_ARN,
             "--external-id",
-            common::EXTERNAL_ID,
+            EXTERNAL_ID,
             "--sts-endpoint",
             &sts_url,
         ],
@@ -208,7 +209,7 @@ async fn sts_outage(peers: &Peers) -> Row {
     let t0 = unix_now();
     // Down from well before the refresh is due until several attempts have failed.
     sts.set_outage(true);
-    let metrics = || async { common::get(&proxy.url("/metrics")).await.text() };
+    let metrics = || async { get(&proxy.url("/metrics")).await.text() };
     // Two of the proxy's refresh attempts (each with the SDK's own retries) must fail.
     eventually(
         "two failed refresh attempts during the outage",
@@ -320,7 +321,7 @@ async fn sigterm_under_load() -> Row {
     proxy.wait_ready().await;
     let body = Bytes::from((0..1 << 20).map(|_| fastrand::u8(..)).collect::<Vec<u8>>());
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
-    let client = common::client();
+    let client = client();
     let url = proxy.url("/api/v1/write");
     // Set to the signal's time; requests sent before it, or in the first half of the drain delay
     // (the listener is still open then), must all be answered.
@@ -336,9 +337,7 @@ async fn sigterm_under_load() -> Row {
         );
         tasks.push(tokio::spawn(async move {
             loop {
-                let req = common::prometheus_post(&url)
-                    .body(Full::new(body.clone()))
-                    .unwrap();
+                let req = prometheus_post(&url).body(Full::new(body.clone())).unwrap();
                 let sent_after_signal = signal_sent
                     .lock()
                     .unwrap()
@@ -417,7 +416,7 @@ async fn sigterm_under_load() -> Row {
     }
 }
 
-use common::{len_field as field, varint};
+use support::wire::{len_field as field, varint};
 
 /// Encoded samples of the overload bodies, made once: 10 blocks of 8000 samples with random
 /// values (so snappy cannot shrink them) at timestamps just before the run.
@@ -528,7 +527,7 @@ async fn overload(peers: &Peers) -> Row {
     let accepted = Arc::new(Mutex::new(BTreeSet::new()));
     let codes = Arc::new(Mutex::new(HashMap::<u16, u64>::new()));
     let samples_accepted = Arc::new(AtomicU64::new(0));
-    let client = common::client();
+    let client = client();
     let url = proxy.url("/api/v1/write");
     let run_for = scale(Duration::from_secs(12));
     let blocks = Arc::new(SampleBlocks::new());
@@ -557,7 +556,7 @@ async fn overload(peers: &Peers) -> Row {
                     "{} byte body",
                     body.len()
                 );
-                let req = common::prometheus_post(&url).body(Full::new(body)).unwrap();
+                let req = prometheus_post(&url).body(Full::new(body)).unwrap();
                 let Ok(resp) = client.request(req).await else {
                     continue;
                 };

@@ -5,8 +5,6 @@
 //! the `target/peers/env` file `tests/peers/install.sh` writes. A missing peer fails the test
 //! with the command that installs it — never a silent skip.
 
-#![allow(dead_code)] // shared by the e2e and fault suites, each using a part
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,12 +15,36 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::common::get;
+use crate::accounts::WORKSPACE_PATH;
+use crate::client::{client, get};
 
 const STARTUP: Duration = Duration::from_secs(60);
 
+/// The repository's root (this crate lives in `tests/support`).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let support = Path::new(env!("CARGO_MANIFEST_DIR"));
+    support.ancestors().nth(2).unwrap().to_path_buf()
+}
+
+/// The proxy binary Cargo built for the running test (it builds a package's binaries before its
+/// integration tests): `CARGO_BIN_EXE_amp-rw-proxy` if Cargo set it when running the test, else
+/// `amp-rw-proxy` in the directory above the test executable's `deps/`, where Cargo puts it.
+fn proxy_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_amp-rw-proxy") {
+        return path.into();
+    }
+    let mut dir = std::env::current_exe().expect("the test executable's path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let binary = dir.join(format!("amp-rw-proxy{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "no proxy binary at {} (run the tests with cargo test)",
+        binary.display()
+    );
+    binary
 }
 
 /// Paths of the peer programs.
@@ -452,7 +474,7 @@ async fn try_get(url: &str) -> Result<u16, String> {
     let req = http::Request::get(url)
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
-    crate::common::client()
+    client()
         .request(req)
         .await
         .map(|r| r.status().as_u16())
@@ -517,11 +539,7 @@ impl StandIn {
     }
 
     pub fn url(&self) -> String {
-        format!(
-            "http://127.0.0.1:{}{}",
-            self.port,
-            crate::common::WORKSPACE_PATH
-        )
+        format!("http://127.0.0.1:{}{}", self.port, WORKSPACE_PATH)
     }
 
     pub async fn stats(&self) -> Value {
@@ -643,7 +661,7 @@ fn hermetic_binary(keys: (&str, &str)) -> Command {
     let home = tempfile::tempdir().unwrap().keep();
     std::fs::write(home.join("config"), "").unwrap();
     std::fs::write(home.join("credentials"), "").unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_amp-rw-proxy"));
+    let mut cmd = Command::new(proxy_binary());
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", &home)

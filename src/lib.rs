@@ -21,6 +21,7 @@ pub mod credentials;
 pub mod error;
 pub mod metrics;
 pub mod policies;
+pub mod probe;
 pub mod proxy;
 pub mod query;
 pub mod remote_write;

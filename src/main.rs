@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         None => args.serve,
         Some(Command::Policies(p)) => return policies(&p),
         Some(Command::Check(cli)) => return check(&cli),
+        Some(Command::Probe(p)) => return amp_rw_proxy::probe::run(&p),
     };
     let config = match Config::from_cli(&cli, &Environment::from_process()) {
         Ok(config) => config,

@@ -274,10 +274,13 @@ chmod 0644 "$tls/bundle.crt" "$tls/ca.crt"
 
 STS_RELAY="$(free_port)"
 AMP_TLS="$(free_port)"
+AMP_SLOW="$(free_port)"
+printf 'core.register_action("delay", { "http-req" }, function(txn) core.msleep(300) end)\n' >"$WORK/delay.lua"
 cat >"$WORK/edge.cfg" <<EOF
 # Relays from the test network's gateway to the stand-ins on loopback (written by deploy/containers.sh).
 global
   maxconn 1000
+  lua-load $WORK/delay.lua
 defaults
   timeout connect 5s
   timeout client 60s
@@ -296,6 +299,16 @@ frontend amp
   default_backend standin
 backend standin
   mode http
+  server standin 127.0.0.1:$STANDIN_PORT
+# The same, answering 300 ms late: the failover scenario's upstream, so that requests are in
+# flight in the proxies long enough for a SIGKILL to catch one.
+frontend amp_slow
+  mode http
+  bind $GW:$AMP_SLOW ssl crt $tls/server.pem
+  default_backend standin_slow
+backend standin_slow
+  mode http
+  http-request lua.delay
   server standin 127.0.0.1:$STANDIN_PORT
 EOF
 haproxy -db -f "$WORK/edge.cfg" >"$WORK/edge.log" 2>&1 &
@@ -747,7 +760,8 @@ scenario_failover() {
   local ports=() i
   for i in 1 2 3; do
     ports+=("$(free_port)")
-    run_proxy "amp-ct-gw-$i" "${ports[-1]}" -v "$tls/bundle.crt:/etc/ssl/certs/ca-certificates.crt:ro"
+    run_proxy "amp-ct-gw-$i" "${ports[-1]}" -v "$tls/bundle.crt:/etc/ssl/certs/ca-certificates.crt:ro" \
+      -e "AMP_RW_PROXY_UPSTREAM_URL=https://$GW:$AMP_SLOW/workspaces/ws-ct/api/v1/remote_write"
   done
   for i in 1 2 3; do wait_until 30 "amp-ct-gw-$i ready" is_ready "http://127.0.0.1:${ports[$((i - 1))]}"; done
   local lb stats

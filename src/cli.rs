@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Cli;
 use crate::ops::policies::PoliciesArgs;
+use crate::ops::probe::ProbeArgs;
 
 /// Prometheus remote-write proxy for Amazon Managed Service for Prometheus (AMP).
 ///
@@ -33,4 +34,8 @@ pub enum Command {
     /// GetCallerIdentity as the assumed role, a signed empty remote-write to the workspace.
     /// Exit code 0 only when all pass.
     Check(Box<Cli>),
+    /// Health probe for images without a shell: GET /-/healthy (or /-/ready with --ready) on
+    /// the serving address (AMP_RW_PROXY_LISTEN, 0.0.0.0 probed as 127.0.0.1); exit code 0 on
+    /// 200, 1 with one line saying why otherwise.
+    Probe(ProbeArgs),
 }

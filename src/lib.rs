@@ -8,7 +8,7 @@
 //! | layer | module | concern |
 //! |---|---|---|
 //! | 5 | [`cli`] | the command line: serving flags and subcommands |
-//! | 5 | [`ops`] | `check` (the credential chain, step by step) and `policies` (IAM documents) |
+//! | 5 | [`ops`] | `check` (the credential chain, step by step), `policies` (IAM documents), `probe` (the image's health check) |
 //! | 5 | [`app`] | wiring: configuration → routes, credentials, router; serve and drain |
 //! | 4 | [`router`] | a request → the write path, the read path or the proxy's own endpoints |
 //! | 3 | [`write`] | the write path: inspect, build the outbound request, sign, send with retries |

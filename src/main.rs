@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         None => args.serve,
         Some(Command::Policies(p)) => return ops::policies::main(&p),
         Some(Command::Check(cli)) => return ops::check::main(&cli),
+        Some(Command::Probe(p)) => return ops::probe::run(&p),
     };
     let config = match Config::from_cli(&cli, &Environment::from_process()) {
         Ok(config) => config,

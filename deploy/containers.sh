@@ -139,6 +139,7 @@ cleanup() {
       "$COMPOSE" -f docker-compose.yml -f ../tests/containers/compose.override.yml down -v >/dev/null 2>&1)
   fi
   for f in "$WORK"/kube-*.yaml; do [ -f "$f" ] && podman kube down "$f" >/dev/null 2>&1; done
+  podman volume rm -f prometheus-config >/dev/null 2>&1
   podman ps -aq --filter "label=$LABEL" | xargs -r podman rm -f -t 0 >/dev/null 2>&1
   podman pod rm -f amp-ct-anchor >/dev/null 2>&1
   podman network rm -f "$NET" >/dev/null 2>&1
@@ -219,7 +220,11 @@ ldd "$PROM3" | awk '/=> \// { print $3 } /^\t\// { print $1 }' | while read -r l
 done
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >"$pctx/rootfs/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$pctx/rootfs/etc/group"
+previous="$(podman image inspect --format '{{.Id}}' "$PROM_IMAGE" 2>/dev/null || true)"
 podman build -q --format docker -f tests/containers/prometheus.Dockerfile -t "$PROM_IMAGE" "$pctx" >/dev/null
+if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$PROM_IMAGE")" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 podman run --rm "$PROM_IMAGE" --version 2>&1 | sed -n 1p | grep -q "prometheus, version $PROM_VERSION" || fail "$PROM_IMAGE does not run"
 ok "$PROM_IMAGE: $(ldd "$PROM3" | awk '/=> \//{print $1}' | tr '\n' ' ')+ the loader, $(podman image inspect --format '{{.Size}}' "$PROM_IMAGE" | awk '{ printf "%.0f MiB", $1 / 1048576 }')"
 
@@ -752,6 +757,10 @@ scenario_kube() {
   [ -z "$(podman pod ps -q --filter name=prometheus-pod)$(podman pod ps -q --filter name=amp-rw-proxy-pod)" ] || fail "pods left after kube down"
   rm -f "$out" "$gout"
   ok "podman kube down: pods removed"
+  if podman volume exists prometheus-config; then
+    podman volume rm -f prometheus-config >/dev/null
+    note "podman kube down left the volume it made for the ConfigMap (prometheus-config); removed"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -97,6 +97,13 @@ cp deploy/rootfs/etc/passwd deploy/rootfs/etc/group "$ctx/rootfs/etc/"
 chmod 0755 "$ctx/rootfs/usr/local/bin/amp-rw-proxy"
 chmod 0644 "$ctx/rootfs/etc/passwd" "$ctx/rootfs/etc/group" "$ctx/rootfs/etc/ssl/certs/ca-certificates.crt"
 
+# A manifest list (deploy/arm64.sh) refers to the image it was made from; replacing that image
+# breaks the list, so drop it (deploy/arm64.sh makes it again).
+if [ "$engine" = podman ] && podman manifest exists "amp-rw-proxy:$version-multiarch" 2>/dev/null; then
+  podman manifest rm "amp-rw-proxy:$version-multiarch" >/dev/null
+  echo "deploy/image.sh: removed the manifest list amp-rw-proxy:$version-multiarch (run deploy/arm64.sh to make it again)"
+fi
+previous="$("$engine" image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
 echo "deploy/image.sh: $engine build $tag (linux/$arch, binary $binary)"
 "$engine" build "${format[@]}" --platform "linux/$arch" \
   --build-arg BINARY_SOURCE=host \
@@ -107,6 +114,10 @@ if [ "$arch" = amd64 ] && [ "$tag" = "amp-rw-proxy:$version" ]; then
   "$engine" tag "$tag" amp-rw-proxy:local
 fi
 
+# The image this build replaced, if nothing else uses it (keeps vfs storage from growing per build).
+if [ -n "$previous" ] && [ "$previous" != "$("$engine" image inspect --format '{{.Id}}' "$tag")" ]; then
+  "$engine" rmi "$previous" >/dev/null 2>&1 || true
+fi
 size="$("$engine" image inspect --format '{{.Size}}' "$tag")"
 echo "deploy/image.sh: $tag: $(awk -v s="$size" 'BEGIN { printf "%.1f MiB (%d bytes)", s / 1048576, s }')"
 "$engine" image inspect --format 'user={{.Config.User}} entrypoint={{.Config.Entrypoint}} labels={{.Config.Labels}}' "$tag"

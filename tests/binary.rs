@@ -2,10 +2,7 @@
 //! variables, base credentials from the AWS SDK's default chain (environment variables here),
 //! logs, signals and exit codes.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
 use std::time::Duration;
 
 use http::{Request, StatusCode};
@@ -15,44 +12,13 @@ use support::accounts::{
     WORKSPACE_PATH,
 };
 use support::amp::{AmpStandIn, Reply};
+use support::binary::{Running, spawn};
 use support::client::{get, prometheus_post, send, write};
 use support::sts::StsStandIn;
 use support::wire::write_request;
 
 const BASE_TOKEN: &str = "base-session-token-DO-NOT-LOG-31aa02";
 const INBOUND_BEARER: &str = "inbound-bearer-DO-NOT-LOG-0f0f0f";
-
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<String>>,
-}
-
-impl Running {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        self.child.wait().unwrap()
-    }
-
-    fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A command with a hermetic environment: the only AWS credentials are Account B's base keys in
 /// environment variables, no profile files, no instance metadata.
@@ -76,50 +42,6 @@ fn command(extra_env: &[(&str, &str)]) -> Command {
         cmd.env(k, v);
     }
     cmd
-}
-
-/// Starts the binary and waits for its "listening" log line (the readiness signal for the port).
-fn spawn(mut cmd: Command) -> Running {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let logs = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    for stream in [
-        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stdout.take().unwrap()),
-    ] {
-        let (logs, tx) = (logs.clone(), tx.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if line.contains("listening") {
-                    if let Some(addr) = listen_addr(&line) {
-                        let _ = tx.send(addr);
-                    }
-                }
-                let mut l = logs.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-    }
-    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(a) => a,
-        Err(_) => panic!("no listening line; logs:\n{}", logs.lock().unwrap()),
-    };
-    Running { child, addr, logs }
-}
-
-/// `listen=127.0.0.1:1234` (text) or `"listen":"127.0.0.1:1234"` (JSON).
-fn listen_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line
-        .split_once("listen=")
-        .or_else(|| line.split_once("\"listen\":\""))?
-        .1;
-    let end = rest.find([' ', '"']).unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 async fn wait_ready(r: &Running) {

@@ -3,14 +3,13 @@
 //! 0.0.0.0 as in a container, configured only through `AMP_RW_PROXY_LISTEN`), against a closed
 //! port, and against a server that never answers.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use support::accounts::{BASE_ACCESS_KEY, BASE_SECRET, EXTERNAL_ID, REGION, ROLE_ARN};
 use support::amp::AmpStandIn;
+use support::binary::{Running, spawn};
 use support::sts::StsStandIn;
 
 fn binary() -> Command {
@@ -48,24 +47,11 @@ fn assert_fails_with(o: &Output, want: &str) {
     assert!(stdout(o).is_empty(), "{}", stdout(o));
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-    logs: Arc<Mutex<String>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The proxy serving on 0.0.0.0 (as in the image) with base keys in the environment; returns
 /// once it logs its port.
-fn serve(sts: &str, amp: &str) -> Server {
-    let mut child = binary()
-        .env("AWS_ACCESS_KEY_ID", BASE_ACCESS_KEY)
+fn serve(sts: &str, amp: &str) -> Running {
+    let mut cmd = binary();
+    cmd.env("AWS_ACCESS_KEY_ID", BASE_ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", BASE_SECRET)
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
@@ -76,40 +62,12 @@ fn serve(sts: &str, amp: &str) -> Server {
         .env("AMP_RW_PROXY_ROLE_ARN", ROLE_ARN)
         .env("AMP_RW_PROXY_EXTERNAL_ID", EXTERNAL_ID)
         .env("AMP_RW_PROXY_STS_ENDPOINT", sts)
-        .env("AMP_RW_PROXY_DRAIN_DELAY", "3s")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    for stream in [
-        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stdout.take().unwrap()),
-    ] {
-        let (logs, tx) = (logs.clone(), tx.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split_once("listen=0.0.0.0:") {
-                    let port: String = rest.1.chars().take_while(char::is_ascii_digit).collect();
-                    if let Ok(port) = port.parse::<u16>() {
-                        let _ = tx.send(port);
-                    }
-                }
-                let mut l = logs.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-    }
-    let port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("no listening line:\n{}", logs.lock().unwrap()));
-    Server { child, port, logs }
+        .env("AMP_RW_PROXY_DRAIN_DELAY", "3s");
+    spawn(cmd)
 }
 
 /// Runs the probe until it exits `want` (the probe is the readiness signal here), up to 20 s.
-fn probe_until(listen: &str, args: &[&str], want: i32, server: &Server) -> Output {
+fn probe_until(listen: &str, args: &[&str], want: i32, server: &Running) -> Output {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let o = probe(listen, args);
@@ -120,7 +78,7 @@ fn probe_until(listen: &str, args: &[&str], want: i32, server: &Server) -> Outpu
             Instant::now() < deadline,
             "probe {args:?} never exited {want}: {}\n{}",
             stderr(&o),
-            server.logs.lock().unwrap()
+            server.logs()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -132,8 +90,8 @@ async fn probe_follows_a_real_proxy_through_not_ready_ready_and_draining() {
     sts.set_deny(true);
     let amp = AmpStandIn::start().await;
     let server = serve(&sts.url(), &amp.url());
-    let listen = format!("0.0.0.0:{}", server.port);
-    let loopback = format!("http://127.0.0.1:{}", server.port);
+    let listen = format!("0.0.0.0:{}", server.addr.port());
+    let loopback = format!("http://127.0.0.1:{}", server.addr.port());
 
     // Alive but not ready while STS refuses: liveness passes, readiness fails with the reason.
     let o = probe(&listen, &[]);

@@ -17,6 +17,7 @@ use support::accounts::{
     ASSUMED_TOKEN, BASE_ACCESS_KEY, BASE_SECRET, EXTERNAL_ID, REGION, ROLE_ARN,
 };
 use support::amp::{AmpStandIn, BoxError, Reply};
+use support::binary::{Running, spawn};
 use support::client::{client, get, send};
 use support::proxy::ProxyUnderTest;
 use support::sts::StsStandIn;
@@ -697,28 +698,14 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-struct Binary {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    logs: Arc<std::sync::Mutex<String>>,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The binary with B's base keys in a hermetic environment, as `tests/binary.rs` runs it.
-fn spawn_binary(sts: &str, amp: &str, extra: &[&str]) -> Binary {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+fn spawn_binary(sts: &str, amp: &str, extra: &[&str]) -> Running {
+    use std::process::Command;
     let home = tempfile::tempdir().unwrap().keep();
     std::fs::write(home.join("config"), "").unwrap();
     std::fs::write(home.join("credentials"), "").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_amp-rw-proxy"))
-        .env_clear()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_amp-rw-proxy"));
+    cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", &home)
         .env("AWS_ACCESS_KEY_ID", BASE_ACCESS_KEY)
@@ -737,36 +724,8 @@ fn spawn_binary(sts: &str, amp: &str, extra: &[&str]) -> Binary {
         ])
         .args(["--role-arn", ROLE_ARN, "--external-id", EXTERNAL_ID])
         .args(["--sts-endpoint", sts, "--enable-query"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = Arc::new(std::sync::Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    for stream in [
-        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stdout.take().unwrap()),
-    ] {
-        let (logs, tx) = (logs.clone(), tx.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split_once("listen=").map(|(_, r)| r) {
-                    let end = rest.find([' ', '"']).unwrap_or(rest.len());
-                    if let Ok(addr) = rest[..end].parse() {
-                        let _ = tx.send(addr);
-                    }
-                }
-                let mut l = logs.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-    }
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("no listening line:\n{}", logs.lock().unwrap()));
-    Binary { child, addr, logs }
+        .args(extra);
+    spawn(cmd)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,21 +2,22 @@
 //! workspaces in another AWS account.
 //!
 //! # The house, top to bottom
-//! Each layer imports only from the layers below it (`tests/layers.rs` fails on any import that
-//! runs upward or in a circle).
+//! Each layer imports only from the layers below it, never from a module of its own row or a
+//! higher one (`tests/layers.rs` holds the same rows and fails on any import that runs upward,
+//! sideways or in a circle).
 //!
 //! | layer | module | concern |
 //! |---|---|---|
-//! | 5 | [`cli`] | the command line: serving flags and subcommands |
-//! | 5 | [`ops`] | `check` (the credential chain, step by step), `policies` (IAM documents), `probe` (the image's health check) |
-//! | 5 | [`app`] | wiring: configuration → routes, credentials, router; serve and drain |
-//! | 4 | [`router`] | a request → the write path, the read path or the proxy's own endpoints |
-//! | 3 | [`write`] | the write path: inspect, build the outbound request, sign, send with retries |
-//! | 3 | [`query`] | the read path (`--enable-query`): allowlisted query API, signed and streamed |
-//! | 2 | [`http`] | bodies, responses, the error→status map, admission, upstream client and what both paths forward with, inbound auth and TLS, server |
-//! | 1 | [`aws`] | SDK credential chain and AssumeRole, credential cache and refresher, SigV4, clock |
-//! | 0 | [`config`] | flags, routes file, validation, the paths the proxy answers on |
-//! | 0 | [`telemetry`] | metrics registry and its label types, logging |
+//! | 8 | [`cli`] | the command line: serving flags and subcommands |
+//! | 7 | [`ops`] | `check` (the credential chain, step by step), `policies` (IAM documents), `probe` (the image's health check) |
+//! | 7 | [`app`] | wiring: configuration → routes, credentials, router; serve and drain |
+//! | 6 | [`router`] | a request → the write path, the read path or the proxy's own endpoints |
+//! | 5 | [`write`] | the write path: inspect, build the outbound request, sign, send with retries |
+//! | 5 | [`query`] | the read path (`--enable-query`): allowlisted query API, signed and streamed |
+//! | 4 | [`http`] | bodies, responses, the error→status map, admission, upstream client and what both paths forward with, inbound auth and TLS, server |
+//! | 3 | [`aws`] | SDK credential chain and AssumeRole, credential cache and refresher, SigV4, clock |
+//! | 2 | [`config`] | flags, routes file, validation, the paths the proxy answers on |
+//! | 1 | [`telemetry`] | metrics registry and its label types, logging |
 //! | 0 | [`remote_write`] | the remote-write payload: decode, count, validate, rewrite |
 //!
 //! # One write request

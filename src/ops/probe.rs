@@ -17,6 +17,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 use crate::config::paths;
+use crate::telemetry::one_line;
 
 /// The answer body is read up to this many bytes, for the failure line.
 const MAX_BODY: usize = 4096;
@@ -158,8 +159,8 @@ async fn get(target: &Target) -> Result<Answer, String> {
 }
 
 /// The body on one line, shortened: what the failure line quotes.
-fn one_line(body: &str) -> String {
-    let flat = body.split_whitespace().collect::<Vec<_>>().join(" ");
+fn quoted(body: &str) -> String {
+    let flat = one_line(body);
     if flat.chars().count() > MAX_QUOTED {
         let cut: String = flat.chars().take(MAX_QUOTED).collect();
         format!("{cut}…")
@@ -194,7 +195,7 @@ fn probe(args: &ProbeArgs) -> Result<String, String> {
     if status == http::StatusCode::OK {
         Ok(format!("{url}: {status}"))
     } else {
-        let body = one_line(&answer.body);
+        let body = quoted(&answer.body);
         Err(if body.is_empty() {
             format!("{url}: {status}")
         } else {
@@ -258,10 +259,10 @@ mod tests {
     #[test]
     fn the_quoted_body_is_one_short_line() {
         assert_eq!(
-            one_line("not ready:\n  no credentials\n"),
+            quoted("not ready:\n  no credentials\n"),
             "not ready: no credentials"
         );
         let long = "x".repeat(500);
-        assert_eq!(one_line(&long).chars().count(), MAX_QUOTED + 1);
+        assert_eq!(quoted(&long).chars().count(), MAX_QUOTED + 1);
     }
 }

@@ -22,8 +22,9 @@ use crate::http::server::{self, Drain, ServeOptions};
 use crate::http::tls::TlsConfig;
 use crate::http::upstream::UpstreamClient;
 use crate::router::{RouteState, Router, Shared};
-use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{RequestMetrics, RequestMetricsLayer};
+use crate::telemetry::{LogThrottle, Metrics};
+use crate::write::send::REJECTION_LOG_INTERVAL;
 use crate::write::{Destination, WriteSettings};
 
 /// The service stack handed to the server.
@@ -136,6 +137,8 @@ impl App {
             write: WriteSettings {
                 retry_deadline: config.retry_deadline,
                 throttle_status: config.throttle_status,
+                on_limit_exceeded: config.on_limit_exceeded,
+                rejection_log: LogThrottle::new(REJECTION_LOG_INTERVAL),
                 payload: Arc::new(config.remote_write.clone()),
             },
             forwarding: Forwarding {

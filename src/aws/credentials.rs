@@ -21,8 +21,8 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio::task::JoinHandle;
 
 use super::clock::Clock;
+use crate::telemetry::Metrics;
 use crate::telemetry::metrics::RouteLabels;
-use crate::telemetry::{Metrics, one_line};
 
 /// Minimum time before expiry at which credentials are refreshed.
 pub const REFRESH_LEAD: Duration = Duration::from_secs(5 * 60);
@@ -242,7 +242,11 @@ impl CredentialRefresher {
             tokio::time::timeout(FETCH_TIMEOUT, self.provider.provide_credentials()).await;
         let result = match fetched {
             Ok(Ok(creds)) => Ok(creds),
-            Ok(Err(e)) => Err(one_line(&DisplayErrorContext(&e).to_string())),
+            Ok(Err(e)) => {
+                // The whole nested chain, raw responses included, for whoever asks for it.
+                tracing::debug!(route = self.route, error = %DisplayErrorContext(&e), "credential fetch failed: full error");
+                Err(super::explain::credentials_error(&e))
+            }
             Err(_) => Err(format!(
                 "credential fetch timed out after {}s",
                 FETCH_TIMEOUT.as_secs()

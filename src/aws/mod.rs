@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod credentials;
+pub mod explain;
 pub mod signing;
 
 use aws_config::meta::region::RegionProviderChain;

@@ -105,6 +105,21 @@ pub struct Cli {
     #[arg(long, env = "AMP_RW_PROXY_THROTTLE_STATUS", default_value = "503")]
     pub throttle_status: String,
 
+    /// What to do when the workspace refuses a write for a limit that retrying cannot lift
+    /// (active series per workspace or metric, labels per series, label length; AMP answers
+    /// 400, older versions 429 with "limit ... exceeded"): `reject` answers the sender 400 with
+    /// AMP's message, so it drops that batch and goes on with newer samples; `retry` treats it
+    /// as throttling (retried, then --throttle-status), so the sender keeps retrying the same
+    /// batch and waits until the quota is raised. Rate limits (ingestion rate, "Rate
+    /// exceeded") are always retried.
+    #[arg(
+        long,
+        env = "AMP_RW_PROXY_ON_LIMIT_EXCEEDED",
+        default_value = "reject",
+        value_name = "reject|retry"
+    )]
+    pub on_limit_exceeded: String,
+
     /// Requests handled at once; beyond this new requests get 503 + Retry-After at once,
     /// without their body being read.
     #[arg(

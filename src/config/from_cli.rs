@@ -15,8 +15,8 @@ use super::validate::{
     validate_region, validate_role_arn, validate_session_name,
 };
 use super::{
-    Cli, Config, ConfigErrors, DEFAULT_ROUTE, Environment, InboundAuth, LogFormat, RoleConfig,
-    RouteConfig, RoutePath, routes_file, tls_files,
+    Cli, Config, ConfigErrors, DEFAULT_ROUTE, Environment, InboundAuth, LimitPolicy, LogFormat,
+    RoleConfig, RouteConfig, RoutePath, routes_file, tls_files,
 };
 use crate::remote_write::Settings;
 
@@ -68,6 +68,7 @@ impl Config {
             drain_delay: process.drain_delay,
             retry_deadline: upstream.retry_deadline,
             throttle_status: upstream.throttle_status,
+            on_limit_exceeded: upstream.on_limit_exceeded,
             max_in_flight_requests: admission.max_in_flight_requests,
             max_in_flight_bytes: admission.max_in_flight_bytes,
             client_header_timeout: admission.client_header_timeout,
@@ -154,6 +155,7 @@ struct UpstreamSettings {
     ca_certs: Vec<CertificateDer<'static>>,
     retry_deadline: Duration,
     throttle_status: StatusCode,
+    on_limit_exceeded: LimitPolicy,
 }
 
 fn upstream(cli: &Cli, errors: &mut ErrorList) -> Option<UpstreamSettings> {
@@ -178,11 +180,19 @@ fn upstream(cli: &Cli, errors: &mut ErrorList) -> Option<UpstreamSettings> {
         "429" => Ok(StatusCode::TOO_MANY_REQUESTS),
         other => Err(format!("--throttle-status {other:?}: expected 429 or 503")),
     });
+    let on_limit_exceeded = errors.check(match cli.on_limit_exceeded.trim() {
+        "reject" => Ok(LimitPolicy::Reject),
+        "retry" => Ok(LimitPolicy::Retry),
+        other => Err(format!(
+            "--on-limit-exceeded {other:?}: expected reject or retry"
+        )),
+    });
     Some(UpstreamSettings {
         timeout: timeout.filter(|d| d.as_millis() > 0)?,
         ca_certs: ca_certs?,
         retry_deadline: retry_deadline.filter(|d| !d.is_zero())?,
         throttle_status: throttle_status?,
+        on_limit_exceeded: on_limit_exceeded?,
     })
 }
 

@@ -32,6 +32,16 @@ pub use tls_files::TlsFiles;
 use crate::remote_write::Settings;
 pub use crate::telemetry::LogFormat;
 
+/// What the proxy does with an upstream "limit exceeded" that retrying cannot lift
+/// (`--on-limit-exceeded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitPolicy {
+    /// Answer the sender 400 with the upstream's message: it drops the batch and goes on.
+    Reject,
+    /// Treat it as throttling: retried, then `--throttle-status`.
+    Retry,
+}
+
 /// Exit code for configuration errors (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG_ERROR: u8 = 64;
 
@@ -63,6 +73,8 @@ pub struct Config {
     pub retry_deadline: Duration,
     /// Status for throttling that outlived the retries (429 or 503).
     pub throttle_status: http::StatusCode,
+    /// `--on-limit-exceeded`.
+    pub on_limit_exceeded: LimitPolicy,
     /// Concurrent requests admitted.
     pub max_in_flight_requests: usize,
     /// Request body bytes held at once.

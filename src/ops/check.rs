@@ -25,7 +25,7 @@ use http::HeaderMap;
 use http_body_util::Full;
 
 use super::policies::{Policies, PoliciesArgs};
-use crate::aws::{Signer, credentials_provider, sts_config};
+use crate::aws::{Signer, credentials_provider, explain, sts_config};
 use crate::config::{Cli, Config, EXIT_CONFIG_ERROR, Environment, RouteConfig};
 use crate::http::body::BufferedBody;
 use crate::http::upstream::UpstreamClient;
@@ -101,7 +101,7 @@ pub async fn run(route: &RouteConfig, config: &Config, sdk: &SdkConfig) -> Vec<S
         Err(e) => {
             steps.push(Step::fail(
                 "base credentials (Account B)",
-                one_line(&DisplayErrorContext(&e).to_string()),
+                explain::credentials_error(&e),
                 "The default AWS credential chain found nothing usable. Provide Account B's credentials:\n\
                  environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), a profile (AWS_PROFILE),\n\
                  IRSA (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE), EKS Pod Identity, ECS, or EC2 instance metadata.",
@@ -125,10 +125,10 @@ pub async fn run(route: &RouteConfig, config: &Config, sdk: &SdkConfig) -> Vec<S
             ));
             arn
         }
-        Err(e) if is_unreachable(&e) => {
+        Err(e) if e.unreachable => {
             steps.push(Step::fail(
                 "base credentials (Account B)",
-                format!("{} found credentials, but STS cannot be reached: {e}", provider_of(&base_creds)),
+                format!("{} found credentials, but {}", provider_of(&base_creds), e.text),
                 "Check --sts-endpoint (or AWS_ENDPOINT_URL_STS), DNS, proxies and the network path to STS.",
             ));
             return steps;
@@ -136,7 +136,7 @@ pub async fn run(route: &RouteConfig, config: &Config, sdk: &SdkConfig) -> Vec<S
         Err(e) => {
             steps.push(Step::fail(
                 "base credentials (Account B)",
-                format!("{} found credentials, but STS rejects them: {e}", provider_of(&base_creds)),
+                format!("{} found credentials, but {}", provider_of(&base_creds), e.text),
                 "The credentials are invalid or expired (wrong secret, deleted access key, stale session token).",
             ));
             return steps;
@@ -174,14 +174,17 @@ pub async fn run(route: &RouteConfig, config: &Config, sdk: &SdkConfig) -> Vec<S
                             format!("sts:GetCallerIdentity says {arn}"),
                         )),
                         Err(e) => {
-                            steps.push(Step::fail("assumed identity", e, "STS issued credentials it then rejects; retry, or check the STS endpoint."));
+                            steps.push(Step::fail("assumed identity", e.text, "STS issued credentials it then rejects; retry, or check the STS endpoint."));
                             return steps;
                         }
                     }
                     c
                 }
                 Err(e) => {
-                    let error = one_line(&DisplayErrorContext(&e).to_string());
+                    tracing::debug!(error = %DisplayErrorContext(&e), "AssumeRole failed: full error");
+                    let explained = explain::credentials_error(&e);
+                    // check prints its own, longer fix below the line.
+                    let error = explain::without_fix(&explained).to_string();
                     let fix = assume_role_fix(route, &caller, &error);
                     steps.push(Step::fail("assume role (Account A)", error, fix));
                     return steps;
@@ -195,15 +198,27 @@ pub async fn run(route: &RouteConfig, config: &Config, sdk: &SdkConfig) -> Vec<S
     steps
 }
 
+/// A failed `sts:GetCallerIdentity`: the explanation, and whether STS was reached at all.
+struct CallFailure {
+    text: String,
+    unreachable: bool,
+}
+
 async fn caller_identity(
     conf: &SdkConfig,
     creds: SharedCredentialsProvider,
-) -> Result<String, String> {
+) -> Result<String, CallFailure> {
     let conf = conf.to_builder().credentials_provider(creds).build();
     let client = aws_sdk_sts::Client::new(&conf);
     match client.get_caller_identity().send().await {
         Ok(out) => Ok(out.arn().unwrap_or("(no ARN)").to_string()),
-        Err(e) => Err(one_line(&DisplayErrorContext(&e).to_string())),
+        Err(e) => {
+            tracing::debug!(error = %DisplayErrorContext(&e), "GetCallerIdentity failed: full error");
+            Err(CallFailure {
+                text: explain::sts_call_error("sts:GetCallerIdentity", &e),
+                unreachable: explain::is_unreachable(&e),
+            })
+        }
     }
 }
 
@@ -278,7 +293,7 @@ fn assume_role_fix(route: &RouteConfig, caller_arn: &str, error: &str) -> String
             fix,
             "STS is not activated in this region for Account A: activate it (IAM > Account settings) or use another STS region/endpoint."
         );
-    } else if is_unreachable(error) {
+    } else if error.starts_with("STS unreachable") || error.starts_with("STS did not answer") {
         let _ = writeln!(
             fix,
             "STS could not be reached: check --sts-endpoint (or AWS_ENDPOINT_URL_STS) and the network path to STS."
@@ -401,10 +416,6 @@ async fn remote_write_step(
 }
 
 /// The SDK's words for "never got an answer".
-fn is_unreachable(error: &str) -> bool {
-    error.contains("dispatch failure") || error.contains("timeout") || error.contains("timed out")
-}
-
 /// `amp-rw-proxy check`: validates the flags like serving does, runs every route's steps and
 /// prints them; exit code 0 only when all passed.
 pub fn main(cli: &Cli) -> ExitCode {

@@ -50,12 +50,13 @@ pub struct RefreshLabels {
     pub result: &'static str,
 }
 
-/// Labels of the retry metrics.
+/// Labels of the retry and the rejection metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
     /// Route.
     pub route: &'static str,
-    /// Why: a retry reason of the write path's retry policy (`throttled`, `timeout`, ...).
+    /// Why: a retry reason of the write path's retry policy (`throttled`, `timeout`, ...), or
+    /// why the upstream refused a write for good (`series_limit`, `label_length`, ...).
     pub reason: &'static str,
 }
 
@@ -226,6 +227,10 @@ pub struct Metrics {
     pub upstream_retries: Family<RetryLabels, Counter>,
     /// Requests answered after the retry deadline with a retryable outcome, by reason.
     pub upstream_gave_up: Family<RetryLabels, Counter>,
+    /// Writes the upstream refused for good (final 4xx), by reason.
+    pub upstream_rejections: Family<RetryLabels, Counter>,
+    /// Float and histogram samples in those writes (when the payload was counted), by reason.
+    pub upstream_rejected_samples: Family<RetryLabels, Counter>,
     /// Requests refused by admission control, by limit.
     pub overload_rejections: Family<LimitLabels, Counter>,
     /// Remote-write accounting.
@@ -298,6 +303,18 @@ impl Metrics {
             "Requests answered after --retry-deadline with a retryable outcome, by reason",
             upstream_gave_up.clone(),
         );
+        let upstream_rejections = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "upstream_rejected_requests",
+            "Writes the upstream refused for good (final 4xx, not retried), by reason",
+            upstream_rejections.clone(),
+        );
+        let upstream_rejected_samples = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "upstream_rejected_samples",
+            "Float and histogram samples in writes the upstream refused for good, by reason",
+            upstream_rejected_samples.clone(),
+        );
         let overload_rejections = Family::<LimitLabels, Counter>::default();
         registry.register(
             "overload_rejections",
@@ -324,6 +341,8 @@ impl Metrics {
             credentials_expiry,
             upstream_retries,
             upstream_gave_up,
+            upstream_rejections,
+            upstream_rejected_samples,
             overload_rejections,
             payload,
         }

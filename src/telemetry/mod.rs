@@ -4,5 +4,5 @@
 pub mod logging;
 pub mod metrics;
 
-pub use logging::{LogFormat, one_line, one_line_snippet};
+pub use logging::{LogFormat, LogThrottle, one_line, one_line_snippet};
 pub use metrics::Metrics;

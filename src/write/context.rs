@@ -8,9 +8,10 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::aws::{CredentialCache, Signer};
-use crate::config::UpstreamTarget;
+use crate::config::{LimitPolicy, UpstreamTarget};
 use crate::http::Forwarding;
 use crate::remote_write;
+use crate::telemetry::LogThrottle;
 use crate::telemetry::metrics::{EndpointLabels, RouteMetrics};
 
 /// One route's write destination and signing state.
@@ -33,6 +34,11 @@ pub struct WriteSettings {
     pub retry_deadline: Duration,
     /// `--throttle-status`.
     pub throttle_status: StatusCode,
+    /// `--on-limit-exceeded`.
+    pub on_limit_exceeded: LimitPolicy,
+    /// Holds back repeats of the "upstream rejected request" warning (per route and reason):
+    /// not a setting, but shared by every write like one.
+    pub rejection_log: LogThrottle,
     /// Accounting, `--validate`, `--max-decoded-size`, `--external-label`.
     pub payload: Arc<remote_write::Settings>,
 }

@@ -10,7 +10,7 @@ use super::context::WriteContext;
 use super::{inspect, send};
 use crate::http::headers::declared_length;
 use crate::http::{Failure, ProxyError, ResponseBody};
-use crate::telemetry::metrics::VersionLabels;
+use crate::telemetry::metrics::{RetryLabels, VersionLabels};
 
 /// Forwards one remote-write request and answers with the upstream's answer (or our error).
 pub async fn forward<B>(
@@ -53,13 +53,28 @@ where
     dest.metrics.request_bytes.inc_by(body.len());
     let (body, counts) = inspect::payload(ctx, protocol, body).await?;
     let started = Instant::now();
-    let resp = send::with_retries(ctx, &parts.headers, &body, deadline)
+    let sent = send::with_retries(ctx, &parts.headers, &body, deadline)
         .await
         .map_err(|error| Failure {
             error,
             upstream_latency: Some(started.elapsed()),
         })?;
-    let payload = &ctx.forwarding.metrics.payload;
+    let resp = sent.response;
+    let metrics = &ctx.forwarding.metrics;
+    if let Some(rejected) = sent.rejected {
+        let labels = RetryLabels {
+            route: dest.name,
+            reason: rejected.label(),
+        };
+        metrics.upstream_rejections.get_or_create(&labels).inc();
+        if let Some(c) = &counts {
+            metrics
+                .upstream_rejected_samples
+                .get_or_create(&labels)
+                .inc_by(c.samples + c.histograms);
+        }
+    }
+    let payload = &metrics.payload;
     match counts {
         Some(c) if resp.status().is_success() => {
             payload.record(dest.name, protocol.label(), "forwarded", &c)

@@ -7,11 +7,17 @@
 //! An expired security token (our credentials, not the request) is retried after the
 //! credentials are refreshed. Every other 4xx is final: the request can never succeed.
 //! `Retry-After` (seconds or an HTTP date) sets the least wait before the next attempt.
+//!
+//! A "limit exceeded" that retrying cannot lift — AMP's active-series limits, answered 429 by
+//! older versions — is final under `--on-limit-exceeded reject` and relayed as 400: a sender
+//! retrying it would block every newer sample behind it (prometheus/prometheus#8474).
+//! Final 4xx answers are sorted into a [`Rejection`] for the metrics and the log.
 
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode, header};
 
+use crate::config::LimitPolicy;
 use crate::http::ProxyError;
 use crate::http::upstream::UpstreamAnswer;
 
@@ -65,8 +71,13 @@ pub enum Verdict {
     },
 }
 
-/// Classifies one attempt's outcome. `now` turns an HTTP-date `Retry-After` into a wait.
-pub fn classify(outcome: &Result<UpstreamAnswer, ProxyError>, now: SystemTime) -> Verdict {
+/// Classifies one attempt's outcome. `now` turns an HTTP-date `Retry-After` into a wait;
+/// `limits` is `--on-limit-exceeded`.
+pub fn classify(
+    outcome: &Result<UpstreamAnswer, ProxyError>,
+    now: SystemTime,
+    limits: LimitPolicy,
+) -> Verdict {
     let answer = match outcome {
         Ok(answer) => answer,
         Err(ProxyError::UpstreamConnect(_)) => return retry(RetryReason::Connect, None),
@@ -80,6 +91,7 @@ pub fn classify(outcome: &Result<UpstreamAnswer, ProxyError>, now: SystemTime) -
         answer.error_type.as_deref(),
         &answer.body,
         now,
+        limits,
     )
 }
 
@@ -90,12 +102,20 @@ pub fn classify_status(
     error_type: Option<&str>,
     body: &[u8],
     now: SystemTime,
+    limits: LimitPolicy,
 ) -> Verdict {
     let not_before = retry_after(headers, now);
     if status.is_success() || status.is_informational() {
         return Verdict::Final;
     }
     let kind = aws_error_kind(error_type, body);
+    if limits == LimitPolicy::Reject
+        && status.is_client_error()
+        && kind != Some(AwsError::Throttling)
+        && is_lasting_limit(body)
+    {
+        return Verdict::Final;
+    }
     if kind == Some(AwsError::Throttling) || status == StatusCode::TOO_MANY_REQUESTS {
         return retry(RetryReason::Throttled, not_before);
     }
@@ -154,6 +174,108 @@ fn aws_error_kind(error_type: Option<&str>, body: &[u8]) -> Option<AwsError> {
                 None
             }
         })
+}
+
+/// Why the upstream refused a write for good; the `reason` label of the rejection metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Active series per workspace or per metric over the quota.
+    SeriesLimit,
+    /// More labels on a series than allowed.
+    LabelsPerSeries,
+    /// A label name or value longer than allowed.
+    LabelLength,
+    /// Out of order, duplicate, too old or too far in the future.
+    SampleTimestamp,
+    /// Any other limit the upstream says was exceeded.
+    OtherLimit,
+    /// 401/403: signature, permissions.
+    Denied,
+    /// 404: no such workspace or path.
+    NotFound,
+    /// 413: body too large.
+    TooLarge,
+    /// Any other 4xx.
+    Other,
+}
+
+impl Rejection {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::SeriesLimit => "series_limit",
+            Rejection::LabelsPerSeries => "labels_per_series",
+            Rejection::LabelLength => "label_length",
+            Rejection::SampleTimestamp => "sample_timestamp",
+            Rejection::OtherLimit => "other_limit",
+            Rejection::Denied => "denied",
+            Rejection::NotFound => "not_found",
+            Rejection::TooLarge => "too_large",
+            Rejection::Other => "other",
+        }
+    }
+}
+
+/// Why a final 4xx answer refused the write, from its status and the start of its message;
+/// `None` for anything but a 4xx.
+pub fn rejection(status: StatusCode, body: &[u8]) -> Option<Rejection> {
+    if !status.is_client_error() {
+        return None;
+    }
+    let text = lowercase_start(body);
+    let has = |needle: &str| text.contains(needle);
+    let reason = if has("series limit") || has("series_limit") || has("active series") {
+        Rejection::SeriesLimit
+    } else if has("too many labels") || has("number of labels") || has("labels per series") {
+        Rejection::LabelsPerSeries
+    } else if has("label name too long")
+        || has("label value too long")
+        || has("labels too long")
+        || has("exceeds the maximum length")
+    {
+        Rejection::LabelLength
+    } else if has("out of order")
+        || has("out-of-order")
+        || has("duplicate sample")
+        || has("too old")
+        || has("too far in the future")
+        || has("out of bounds")
+    {
+        Rejection::SampleTimestamp
+    } else if is_lasting_limit(body) {
+        Rejection::OtherLimit
+    } else {
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Rejection::Denied,
+            StatusCode::NOT_FOUND => Rejection::NotFound,
+            StatusCode::PAYLOAD_TOO_LARGE => Rejection::TooLarge,
+            _ => Rejection::Other,
+        }
+    };
+    Some(reason)
+}
+
+/// The status a final answer is relayed with: a 429 that is final can only be a lasting limit
+/// (`--on-limit-exceeded reject`), relayed as 400 because senders retry 429s.
+pub fn relayed_status(upstream: StatusCode) -> StatusCode {
+    if upstream == StatusCode::TOO_MANY_REQUESTS {
+        StatusCode::BAD_REQUEST
+    } else {
+        upstream
+    }
+}
+
+/// "… limit … exceeded" that is not a rate limit: waiting does not lift it (AMP:
+/// "per-user series limit (…) exceeded"; rate limits read "ingestion rate limit (…) exceeded"
+/// and "Rate exceeded").
+fn is_lasting_limit(body: &[u8]) -> bool {
+    let text = lowercase_start(body);
+    let rate = text.contains("rate limit") || text.contains("rate exceeded");
+    !rate && text.contains("limit") && text.contains("exceeded")
+}
+
+fn lowercase_start(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(1024)]).to_lowercase()
 }
 
 /// Longest `Retry-After` honoured; larger values (or absurd ones) are capped.
@@ -336,12 +458,133 @@ mod tests {
             (Err(ProxyError::Signing("x".into())), Verdict::Final),
         ];
         for (outcome, want) in cases {
-            let got = classify(&outcome, now);
-            let shown = outcome
-                .as_ref()
-                .map(|a| a.status)
-                .map_err(|e| e.to_string());
-            assert_eq!(got, want, "{shown:?}");
+            for policy in [LimitPolicy::Reject, LimitPolicy::Retry] {
+                let got = classify(&outcome, now, policy);
+                let shown = outcome
+                    .as_ref()
+                    .map(|a| a.status)
+                    .map_err(|e| e.to_string());
+                assert_eq!(got, want, "{shown:?} under {policy:?}");
+            }
+        }
+    }
+
+    /// AMP's answers (its troubleshooting guide and Cortex's messages): rate limits are
+    /// retried whatever `--on-limit-exceeded` says; lasting limits are final under `reject`.
+    #[test]
+    fn amp_limits_table() {
+        use RetryReason::*;
+        let now = SystemTime::UNIX_EPOCH;
+        let series = "user=111111111111_ws-1: per-user series limit (local limit: 0 global \
+                      limit: 3000000 actual local limit: 500000) exceeded";
+        let per_metric = "per-metric series limit of 200000 exceeded for metric up";
+        let rate = "ingestion rate limit (6666.666666666667) exceeded while adding 499 samples \
+                    and 0 metadata";
+        let cases: Vec<(u16, &str, Verdict, Verdict)> = vec![
+            // (status, body, under reject, under retry)
+            (429, series, Verdict::Final, retry(Throttled, None)),
+            (429, per_metric, Verdict::Final, retry(Throttled, None)),
+            (429, rate, retry(Throttled, None), retry(Throttled, None)),
+            (
+                429,
+                r#"{"message":"Rate exceeded"}"#,
+                retry(Throttled, None),
+                retry(Throttled, None),
+            ),
+            (
+                400,
+                r#"{"__type":"ThrottlingException","message":"limit exceeded"}"#,
+                retry(Throttled, None),
+                retry(Throttled, None),
+            ),
+            (400, series, Verdict::Final, Verdict::Final),
+            (
+                400,
+                "series has too many labels (actual: 35, limit: 30)",
+                Verdict::Final,
+                Verdict::Final,
+            ),
+            (
+                503,
+                series,
+                retry(ServerError, None),
+                retry(ServerError, None),
+            ),
+        ];
+        for (status, body, reject, retried) in cases {
+            let a = answer(status, None, body);
+            assert_eq!(
+                classify(&a, now, LimitPolicy::Reject),
+                reject,
+                "{status} {body}"
+            );
+            assert_eq!(
+                classify(&a, now, LimitPolicy::Retry),
+                retried,
+                "{status} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejections_are_sorted_by_reason() {
+        use Rejection::*;
+        let code = |c: u16| StatusCode::from_u16(c).unwrap();
+        let cases: &[(u16, &str, Option<Rejection>)] = &[
+            (204, "", None),
+            (500, "per-user series limit exceeded", None),
+            (
+                429,
+                "per-user series limit (global limit: 3000000) exceeded",
+                Some(SeriesLimit),
+            ),
+            (
+                400,
+                "series has too many labels (actual: 35, limit: 30)",
+                Some(LabelsPerSeries),
+            ),
+            (
+                400,
+                "label name too long: \"aaaa\" metric \"up\"",
+                Some(LabelLength),
+            ),
+            (400, "label value too long", Some(LabelLength)),
+            (
+                400,
+                "err: out of order sample. timestamp=…",
+                Some(SampleTimestamp),
+            ),
+            (400, "duplicate sample for timestamp", Some(SampleTimestamp)),
+            (400, "sample timestamp too old", Some(SampleTimestamp)),
+            (400, "exemplars limit of 100 exceeded", Some(OtherLimit)),
+            (
+                403,
+                "User is not authorized to perform aps:RemoteWrite",
+                Some(Denied),
+            ),
+            (401, "", Some(Denied)),
+            (404, "workspace not found", Some(NotFound)),
+            (413, "", Some(TooLarge)),
+            (400, "snappy: corrupt input", Some(Other)),
+        ];
+        for (status, body, want) in cases {
+            assert_eq!(
+                rejection(code(*status), body.as_bytes()),
+                *want,
+                "{status} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_final_429_is_relayed_as_400_and_everything_else_as_it_is() {
+        assert_eq!(
+            relayed_status(StatusCode::TOO_MANY_REQUESTS),
+            StatusCode::BAD_REQUEST
+        );
+        for s in [200, 204, 400, 403, 404, 413, 500, 502, 503] {
+            let s = StatusCode::from_u16(s).unwrap();
+            assert_eq!(relayed_status(s), s);
         }
     }
 

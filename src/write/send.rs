@@ -8,15 +8,27 @@ use http::{HeaderMap, Response};
 
 use super::context::WriteContext;
 use super::outbound::build_outbound;
-use super::retry::{self, GiveUp, RetryReason, Verdict};
+use super::retry::{self, GiveUp, Rejection, RetryReason, Verdict};
 use crate::http::body::BufferedBody;
 use crate::http::upstream::UpstreamAnswer;
 use crate::http::{ProxyError, ResponseBody};
-use crate::telemetry::metrics::{EndpointLabels, RetryLabels};
+use crate::telemetry::metrics::RetryLabels;
 use crate::telemetry::one_line_snippet;
 
 /// Shortest time worth starting an upstream attempt with (capped at a quarter of the deadline).
 const MIN_ATTEMPT_TIME: Duration = Duration::from_secs(1);
+
+/// At most one "upstream rejected request" warning per route and reason this often; the
+/// metrics count every one.
+pub const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The answer for the sender, and why the upstream refused the write if it did for good.
+pub struct Sent {
+    /// What the sender hears.
+    pub response: Response<ResponseBody>,
+    /// A final 4xx's reason.
+    pub rejected: Option<Rejection>,
+}
 
 /// Sends `body` upstream, retrying what [`retry::classify`] calls retryable with backoff, each
 /// attempt freshly signed, until `--retry-deadline` would be passed; then answers with the last
@@ -26,7 +38,7 @@ pub async fn with_retries(
     inbound: &HeaderMap,
     body: &BufferedBody,
     deadline: Instant,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Result<Sent, ProxyError> {
     // An attempt needs some time to be worth making: a last attempt with milliseconds left
     // would only turn a meaningful answer (429 + Retry-After) into a timeout.
     let min_attempt = MIN_ATTEMPT_TIME.min(ctx.settings.retry_deadline / 4);
@@ -57,8 +69,13 @@ pub async fn with_retries(
                 .upstream_latency
                 .observe(answer.latency.as_secs_f64());
         }
-        let (reason, not_before) = match retry::classify(&outcome, ctx.forwarding.clock.now()) {
-            Verdict::Final => return finish(ctx.labels, outcome, attempt),
+        let verdict = retry::classify(
+            &outcome,
+            ctx.forwarding.clock.now(),
+            ctx.settings.on_limit_exceeded,
+        );
+        let (reason, not_before) = match verdict {
+            Verdict::Final => return finish(ctx, outcome, attempt),
             Verdict::Retry { reason, not_before } => (reason, not_before),
         };
         if reason == RetryReason::ExpiredCredentials {
@@ -89,13 +106,15 @@ pub async fn with_retries(
     }
 }
 
-/// A final outcome: the upstream's answer relayed, or our error.
+/// A final outcome: the upstream's answer relayed (a final 429 as 400), or our error.
 fn finish(
-    labels: EndpointLabels,
+    ctx: &WriteContext<'_>,
     outcome: Result<UpstreamAnswer, ProxyError>,
     attempts: u32,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Result<Sent, ProxyError> {
+    let labels = ctx.labels;
     let answer = outcome?;
+    let rejected = retry::rejection(answer.status, &answer.body);
     if answer.status.is_success() {
         tracing::debug!(
             route = labels.route,
@@ -105,17 +124,26 @@ fn finish(
             "forwarded"
         );
     } else {
-        tracing::warn!(
-            route = labels.route,
-            path = labels.path,
-            status = answer.status.as_u16(),
-            reason = %one_line_snippet(&answer.body),
-            upstream_latency_ms = answer.latency.as_millis() as u64,
-            attempts,
-            "upstream rejected request"
-        );
+        let reason = rejected.map_or("server_error", Rejection::label);
+        let key = (ctx.destination.name, reason);
+        if let Some(held_back) = ctx.settings.rejection_log.admit(key, Instant::now()) {
+            tracing::warn!(
+                route = labels.route,
+                path = labels.path,
+                status = answer.status.as_u16(),
+                reason,
+                upstream_message = %one_line_snippet(&answer.body),
+                upstream_latency_ms = answer.latency.as_millis() as u64,
+                attempts,
+                similar_not_logged = held_back,
+                "upstream rejected request"
+            );
+        }
     }
-    Ok(answer.into_response())
+    let relayed = retry::relayed_status(answer.status);
+    let mut response = answer.into_response();
+    *response.status_mut() = relayed;
+    Ok(Sent { response, rejected })
 }
 
 /// The retry deadline is reached with a retryable outcome: hand the sender something it will
@@ -126,7 +154,7 @@ fn give_up(
     reason: RetryReason,
     wait: Duration,
     attempts: u32,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Result<Sent, ProxyError> {
     ctx.forwarding
         .metrics
         .upstream_gave_up
@@ -138,10 +166,10 @@ fn give_up(
     let answer = match outcome {
         Ok(answer) => answer,
         // Our own errors keep their 502/504.
-        Err(_) => return finish(ctx.labels, outcome, attempts),
+        Err(_) => return finish(ctx, outcome, attempts),
     };
     match retry::give_up(reason, answer.status, ctx.settings.throttle_status) {
-        GiveUp::Relay => finish(ctx.labels, Ok(answer), attempts),
+        GiveUp::Relay => finish(ctx, Ok(answer), attempts),
         GiveUp::Busy(status) => Err(ProxyError::Throttled {
             status,
             retry_after_secs: retry::retry_after_secs(wait),

@@ -4,6 +4,7 @@
 //!
 //! Needs the peers from `tests/peers/install.sh`; fails (never skips) without them.
 
+mod errors;
 mod query;
 
 use std::time::Duration;

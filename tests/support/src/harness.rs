@@ -598,7 +598,7 @@ impl Proxy {
     /// exit code and the report.
     pub fn check(moto: &Moto, standin: &StandIn, external_id: &str) -> (Option<i32>, String) {
         let url = standin.url();
-        let out = hermetic_binary((&moto.access_key_id, &moto.secret_access_key))
+        let out = hermetic_binary(Some((&moto.access_key_id, &moto.secret_access_key)))
             .args(["check", "--upstream-url", &url, "--region", "us-east-1"])
             .args([
                 "--role-arn",
@@ -621,6 +621,11 @@ impl Proxy {
     /// Runs the binary with static base credentials from the environment (no STS), the given
     /// extra environment and flags.
     pub fn spawn(keys: (&str, &str), env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::spawn_with(Some(keys), env, args)
+    }
+
+    /// [`Proxy::spawn`] with `keys` as the only base credentials, or with none at all.
+    pub fn spawn_with(keys: Option<(&str, &str)>, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut cmd = hermetic_binary(keys);
         cmd.env("RUST_LOG", "info");
         for (k, v) in env {
@@ -657,7 +662,7 @@ impl Proxy {
 
 /// The proxy binary with a hermetic environment: the only AWS credentials are `keys` in the
 /// environment (the SDK's default chain), no profile files, no instance metadata.
-fn hermetic_binary(keys: (&str, &str)) -> Command {
+fn hermetic_binary(keys: Option<(&str, &str)>) -> Command {
     let home = tempfile::tempdir().unwrap().keep();
     std::fs::write(home.join("config"), "").unwrap();
     std::fs::write(home.join("credentials"), "").unwrap();
@@ -667,10 +672,32 @@ fn hermetic_binary(keys: (&str, &str)) -> Command {
         .env("HOME", &home)
         .env("AWS_CONFIG_FILE", home.join("config"))
         .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", keys.0)
-        .env("AWS_SECRET_ACCESS_KEY", keys.1);
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    if let Some((id, secret)) = keys {
+        cmd.env("AWS_ACCESS_KEY_ID", id)
+            .env("AWS_SECRET_ACCESS_KEY", secret);
+    }
     cmd
+}
+
+/// Runs `amp-rw-proxy check` with `keys` (or no base credentials), extra environment and
+/// flags; returns the exit code and the report (stdout and stderr).
+pub fn run_check(
+    keys: Option<(&str, &str)>,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let mut cmd = hermetic_binary(keys);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.arg("check").args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, failing after `limit` with `what`.

@@ -74,12 +74,16 @@ pub fn one_line_snippet(body: &[u8]) -> String {
     one_line(&String::from_utf8_lossy(&body[..body.len().min(256)]))
 }
 
+/// A throttled line's key: (route, reason).
+pub type ThrottleKey = (&'static str, &'static str);
+
 /// Lets one log line through per key and interval, counting the ones held back: an upstream
 /// refusing every write (a series limit, say) would otherwise log once per request.
 #[derive(Debug)]
 pub struct LogThrottle {
     interval: Duration,
-    last: Mutex<HashMap<(&'static str, &'static str), (Instant, u64)>>,
+    /// Per key: when a line last went through, and how many were held back since.
+    last: Mutex<HashMap<ThrottleKey, (Instant, u64)>>,
 }
 
 impl LogThrottle {
@@ -92,7 +96,7 @@ impl LogThrottle {
     }
 
     /// `Some(lines held back since the last one)` if a line for `key` may be logged now.
-    pub fn admit(&self, key: (&'static str, &'static str), now: Instant) -> Option<u64> {
+    pub fn admit(&self, key: ThrottleKey, now: Instant) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         match last.get_mut(&key) {
             Some((at, held)) if now.duration_since(*at) < self.interval => {

@@ -67,7 +67,11 @@ where
             reason: rejected.label(),
         };
         metrics.upstream_rejections.get_or_create(&labels).inc();
-        if let Some(c) = &counts {
+        let refused = match counts {
+            Some(c) => Some(c),
+            None => inspect::count_refused(ctx, protocol, &body).await,
+        };
+        if let Some(c) = &refused {
             metrics
                 .upstream_rejected_samples
                 .get_or_create(&labels)

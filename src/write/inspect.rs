@@ -1,6 +1,8 @@
 //! What the write path looks at before forwarding: the headers (which protocol, and whether
 //! the body can be a remote-write body at all) and, as configured, the payload itself.
 
+use std::sync::Arc;
+
 use http::{HeaderMap, header};
 
 use super::context::WriteContext;
@@ -80,25 +82,7 @@ pub async fn payload(
     if ctx.settings.payload.is_blind() {
         return Ok((body, None));
     }
-    let settings = ctx.settings.payload.clone();
-    let received = body.to_bytes();
-    let result = if body.len() <= INLINE_DECODE_LIMIT {
-        remote_write::process(protocol, &received, &settings)
-    } else {
-        // As many large decodes at once as there are workers: each holds a decode buffer of
-        // megabytes on a blocking-pool thread, and the allocator keeps what a thread once used,
-        // so unbounded concurrency would ratchet the steady RSS up with every burst.
-        let _decoding = ctx
-            .forwarding
-            .limits
-            .large_decodes
-            .acquire()
-            .await
-            .map_err(|e| ProxyError::Internal(format!("payload processing failed: {e}")))?;
-        tokio::task::spawn_blocking(move || remote_write::process(protocol, &received, &settings))
-            .await
-            .map_err(|e| ProxyError::Internal(format!("payload processing failed: {e}")))?
-    };
+    let result = process(ctx, protocol, &body, ctx.settings.payload.clone()).await?;
     match result {
         Ok(Outcome::PassThrough { counts }) => Ok((body, counts)),
         // A new body: hashed afresh, so every (re)signed attempt covers what is sent.
@@ -116,6 +100,52 @@ pub async fn payload(
             Err(ProxyError::InvalidPayload(rejection.reason))
         }
     }
+}
+
+/// What a body the upstream refused held, when it was forwarded uncounted (`--accounting
+/// off`): decoded now, on the failure path only, so that refused samples are counted too.
+pub async fn count_refused(
+    ctx: &WriteContext<'_>,
+    protocol: Protocol,
+    body: &BufferedBody,
+) -> Option<Counts> {
+    let settings = remote_write::Settings {
+        validate: false,
+        accounting: true,
+        external_labels: remote_write::ExternalLabels::default(),
+        max_decoded_size: ctx.settings.payload.max_decoded_size,
+    };
+    match process(ctx, protocol, body, Arc::new(settings)).await {
+        Ok(Ok(Outcome::PassThrough { counts })) => counts,
+        _ => None,
+    }
+}
+
+/// [`remote_write::process`], inline for small bodies, on the blocking pool for large ones.
+async fn process(
+    ctx: &WriteContext<'_>,
+    protocol: Protocol,
+    body: &BufferedBody,
+    settings: Arc<remote_write::Settings>,
+) -> Result<Result<Outcome, remote_write::Rejection>, ProxyError> {
+    let received = body.to_bytes();
+    Ok(if body.len() <= INLINE_DECODE_LIMIT {
+        remote_write::process(protocol, &received, &settings)
+    } else {
+        // As many large decodes at once as there are workers: each holds a decode buffer of
+        // megabytes on a blocking-pool thread, and the allocator keeps what a thread once used,
+        // so unbounded concurrency would ratchet the steady RSS up with every burst.
+        let _decoding = ctx
+            .forwarding
+            .limits
+            .large_decodes
+            .acquire()
+            .await
+            .map_err(|e| ProxyError::Internal(format!("payload processing failed: {e}")))?;
+        tokio::task::spawn_blocking(move || remote_write::process(protocol, &received, &settings))
+            .await
+            .map_err(|e| ProxyError::Internal(format!("payload processing failed: {e}")))?
+    })
 }
 
 #[cfg(test)]

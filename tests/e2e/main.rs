@@ -5,6 +5,7 @@
 //! Needs the peers from `tests/peers/install.sh`; fails (never skips) without them.
 
 mod errors;
+mod limits;
 mod query;
 
 use std::time::Duration;

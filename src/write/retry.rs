@@ -255,10 +255,14 @@ pub fn rejection(status: StatusCode, body: &[u8]) -> Option<Rejection> {
     Some(reason)
 }
 
-/// The status a final answer is relayed with: a 429 that is final can only be a lasting limit
-/// (`--on-limit-exceeded reject`), relayed as 400 because senders retry 429s.
-pub fn relayed_status(upstream: StatusCode) -> StatusCode {
-    if upstream == StatusCode::TOO_MANY_REQUESTS {
+/// The status an answer is relayed with: a 429 for a lasting limit under
+/// `--on-limit-exceeded reject` becomes 400, because senders retry 429s (throttling, and
+/// everything under `retry`, keeps its status).
+pub fn relayed_status(upstream: StatusCode, body: &[u8], limits: LimitPolicy) -> StatusCode {
+    if upstream == StatusCode::TOO_MANY_REQUESTS
+        && limits == LimitPolicy::Reject
+        && is_lasting_limit(body)
+    {
         StatusCode::BAD_REQUEST
     } else {
         upstream
@@ -577,14 +581,24 @@ mod tests {
     }
 
     #[test]
-    fn a_final_429_is_relayed_as_400_and_everything_else_as_it_is() {
+    fn a_lasting_limit_429_is_relayed_as_400_and_everything_else_as_it_is() {
+        use LimitPolicy::*;
+        let limit = b"per-user series limit (global limit: 3000000) exceeded";
+        let rate = br#"{"message":"ThrottlingException: Rate exceeded"}"#;
+        let too_many = StatusCode::TOO_MANY_REQUESTS;
         assert_eq!(
-            relayed_status(StatusCode::TOO_MANY_REQUESTS),
+            relayed_status(too_many, limit, Reject),
             StatusCode::BAD_REQUEST
+        );
+        assert_eq!(relayed_status(too_many, limit, Retry), too_many);
+        assert_eq!(
+            relayed_status(too_many, rate, Reject),
+            too_many,
+            "throttling keeps 429"
         );
         for s in [200, 204, 400, 403, 404, 413, 500, 502, 503] {
             let s = StatusCode::from_u16(s).unwrap();
-            assert_eq!(relayed_status(s), s);
+            assert_eq!(relayed_status(s, limit, Reject), s);
         }
     }
 

@@ -140,7 +140,8 @@ fn finish(
             );
         }
     }
-    let relayed = retry::relayed_status(answer.status);
+    let relayed =
+        retry::relayed_status(answer.status, &answer.body, ctx.settings.on_limit_exceeded);
     let mut response = answer.into_response();
     *response.status_mut() = relayed;
     Ok(Sent { response, rejected })

@@ -1,7 +1,7 @@
 //! Unit tests of configuration validation (flags).
 
 use super::inbound::*;
-use super::targets::{parse_upstream, region_from_host};
+use super::targets::parse_upstream;
 use super::validate::*;
 use super::*;
 use clap::Parser;
@@ -11,6 +11,7 @@ fn env() -> Environment {
     Environment {
         aws_region: None,
         hostname: "host-1".into(),
+        proxy: Default::default(),
     }
 }
 
@@ -40,32 +41,6 @@ fn enable_query_derives_the_workspace_query_endpoint() {
     assert!(err.0[0].contains("--enable-query"), "{err}");
     // Without --enable-query that URL is fine.
     assert!(Config::from_cli(&cli(&["--upstream-url", odd]), &env()).is_ok());
-}
-
-#[test]
-fn region_is_inferred_from_amp_hosts() {
-    let cases = [
-        ("aps-workspaces.us-east-1.amazonaws.com", Some("us-east-1")),
-        (
-            "aps-workspaces-fips.us-gov-west-1.amazonaws.com",
-            Some("us-gov-west-1"),
-        ),
-        (
-            "vpce-0abc-xyz.aps-workspaces.eu-central-1.vpce.amazonaws.com",
-            Some("eu-central-1"),
-        ),
-        (
-            "aps-workspaces.cn-north-1.amazonaws.com.cn",
-            Some("cn-north-1"),
-        ),
-        ("aps-workspaces.evil.example.com", None),
-        ("aps-workspaces.us-east-1.example.com", None),
-        ("127.0.0.1", None),
-        ("example.com", None),
-    ];
-    for (host, want) in cases {
-        assert_eq!(region_from_host(host).as_deref(), want, "{host}");
-    }
 }
 
 #[test]
@@ -151,6 +126,7 @@ fn region_falls_back_to_aws_region_then_errors() {
     let e = Environment {
         aws_region: Some("ap-south-1".into()),
         hostname: "h".into(),
+        proxy: Default::default(),
     };
     assert_eq!(
         Config::from_cli(&cli(&local), &e).unwrap().routes[0].region,

@@ -223,6 +223,20 @@ pub fn resolve(flag: Option<&str>, env: &ProxyEnvironment) -> Result<Egress, Vec
             }
         }
     };
+    // curl's `NO_PROXY=*` bypasses the proxy for every host; hyper-util's matcher applies `*`
+    // to host names only, not to IP addresses, so `*` is taken here to mean no proxy at all.
+    let everything_direct = env
+        .no_proxy
+        .as_deref()
+        .is_some_and(|n| n.split(',').any(|r| r.trim() == "*"));
+    let egress = if everything_direct {
+        Egress {
+            source: format!("{} (unused: NO_PROXY=*)", egress.source),
+            ..Egress::direct()
+        }
+    } else {
+        egress
+    };
     if errors.is_empty() {
         Ok(egress)
     } else {
@@ -351,5 +365,11 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");
+    }
+
+    #[test]
+    fn no_proxy_star_means_no_proxy_for_anything() {
+        let e = resolve(Some("http://p:1"), &env(&[("no_proxy", "internal, *")])).unwrap();
+        assert!(!e.is_active());
     }
 }

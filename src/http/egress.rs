@@ -113,8 +113,9 @@ pub enum EgressError {
     },
     /// The proxy answered the `CONNECT` with an error, or closed it.
     #[error(
-        "the egress proxy {proxy} would not open a tunnel to {target} ({detail}): check that \
-         the proxy allows CONNECT to it and can reach it, or list the host in NO_PROXY"
+        "the egress proxy {proxy} would not open a tunnel to {target} ({detail}): check the \
+         proxy credentials in --egress-proxy / HTTPS_PROXY, that the proxy allows CONNECT to \
+         that host and port and can reach it, or list the host in NO_PROXY"
     )]
     TunnelRefused {
         /// The proxy, password hidden.
@@ -206,22 +207,24 @@ impl Service<Uri> for EgressConnector {
     }
 }
 
-/// hyper-util's tunnel error type is not public; its messages are ("failed to create
-/// underlying connection", "proxy authorization required", "unsuccessful", ...).
+/// hyper-util's tunnel error type is not public; its messages are "tunnel error: " and "failed
+/// to create underlying connection", "proxy authorization required" (a 407), "unsuccessful"
+/// (any other status), …
 fn tunnel_error(
     e: &(dyn std::error::Error + 'static),
     proxy: String,
     target: String,
 ) -> EgressError {
     let top = e.to_string();
-    if top.contains("underlying connection") {
-        let detail = e.source().map(error_chain).unwrap_or(top);
+    let what = top.strip_prefix("tunnel error: ").unwrap_or(&top);
+    if what.contains("underlying connection") {
+        let detail = e.source().map(error_chain).unwrap_or_else(|| top.clone());
         return EgressError::ProxyUnreachable { proxy, detail };
     }
-    if top.contains("authorization required") {
+    if what.contains("authorization required") {
         return EgressError::ProxyAuth { proxy };
     }
-    let detail = match top.as_str() {
+    let detail = match what {
         "unsuccessful" => "it answered the CONNECT with an error status".to_string(),
         "unexpected end of file" => "it closed the connection during the CONNECT".to_string(),
         _ => error_chain(e),
@@ -336,11 +339,13 @@ mod tests {
             let uri: Uri = url.parse().unwrap();
             assert_eq!(r.intercept(&uri).is_some(), proxied, "{url}");
         }
-        let star = rules("http://proxy:3128", Some("*"));
-        assert!(
-            star.intercept(&"https://x.example/".parse().unwrap())
-                .is_none()
-        );
+        // `*`: nothing is proxied, host names and addresses alike (curl's meaning).
+        let env = ProxyEnvironment {
+            no_proxy: Some("*".into()),
+            ..Default::default()
+        };
+        let star = resolve(Some("http://proxy:3128"), &env).unwrap();
+        assert!(EgressRules::new(&star).is_none());
     }
 
     #[test]
@@ -364,10 +369,15 @@ mod tests {
         );
         assert!(!format!("{r:?}").contains("hunter2"), "{r:?}");
         let e = tunnel_error(
-            &io::Error::other("unsuccessful"),
+            &io::Error::other("tunnel error: unsuccessful"),
             r.shown_proxy_for(&https).unwrap(),
             "aps-workspaces.us-east-1.amazonaws.com:443".into(),
         );
         assert!(!e.to_string().contains("hunter2"));
+        assert!(
+            e.to_string()
+                .contains("answered the CONNECT with an error status"),
+            "{e}"
+        );
     }
 }

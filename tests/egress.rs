@@ -267,6 +267,7 @@ async fn proxy_down_or_refusing_is_a_503_with_a_clear_reason() {
         wait_ready(&proxy).await;
         let answer = write(&proxy.url("/api/v1/write"), write_request(1).1).await;
         let body = answer.text();
+        eprintln!("503 body: {body}");
         assert_eq!(
             answer.status,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -428,5 +429,6 @@ fn the_startup_log_names_the_sts_endpoint() {
             "{args:?} {env:?}: want {want} in {line}"
         );
         assert!(line.contains(&format!("via={closed}")), "{line}");
+        eprintln!("{line}");
     }
 }

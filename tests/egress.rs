@@ -432,3 +432,58 @@ fn the_startup_log_names_the_sts_endpoint() {
         eprintln!("{line}");
     }
 }
+
+/// The same through real peers: moto's STS issues the credentials through the proxy
+/// (AssumeRole forwarded), the botocore stand-in judges the signature of the write that went
+/// through it, and a real Prometheus receiver stores the samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_sts_and_the_botocore_verifier_through_the_proxy() {
+    use support::harness::{Moto, Peers, Prometheus, Proxy, Role, StandIn};
+    let peers = Peers::find();
+    let tp = Tinyproxy::start(TinyproxyOptions {
+        basic_auth: Some((PROXY_USER, PROXY_PASSWORD)),
+        ..Default::default()
+    });
+    let moto = Moto::start(&peers, "egress-external-id");
+    let receiver = Prometheus::start(&peers.prometheus, Role::Receiver { rw2: false });
+    receiver.wait_ready().await;
+    let standin = StandIn::start(&peers, &moto, &receiver, 0, false);
+    let proxy_url = tp.url_with(PROXY_USER, PROXY_PASSWORD);
+    let proxy = Proxy::start_with(
+        &moto,
+        &standin,
+        "egress-external-id",
+        "127.0.0.1:0",
+        &["--egress-proxy", &proxy_url],
+    );
+    proxy.wait_ready().await;
+    let answer = write(&proxy.url("/api/v1/write"), write_request(2).1).await;
+    assert!(
+        answer.status.is_success(),
+        "{} {}\n{}",
+        answer.status,
+        answer.text(),
+        proxy.proc.log()
+    );
+    let stats = standin.stats().await;
+    assert_eq!(stats["rejected"], 0, "{stats}");
+    assert!(stats["accepted"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(
+        !moto.assumed_roles().await.is_empty(),
+        "moto issued the credentials"
+    );
+    let requests = tp.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with(&format!("POST {}/ ", moto.url))),
+        "AssumeRole went through the proxy: {requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with(&format!("POST {} ", standin.url()))),
+        "the write went through the proxy: {requests:?}"
+    );
+    assert!(!proxy.proc.log().contains(PROXY_PASSWORD));
+}

@@ -186,6 +186,43 @@ fn session_names_fit_sts_rules() {
     );
     assert!(validate_session_name("--session-name", &name).is_ok());
     assert_eq!(default_session_name(""), "amp-rw-proxy-unknown");
+    // Host and pod names as they come: every result is a name STS accepts.
+    for (host, want) in [
+        (
+            "ip-10-0-1-23.ec2.internal",
+            "amp-rw-proxy-ip-10-0-1-23.ec2.internal",
+        ),
+        ("prometheus-0", "amp-rw-proxy-prometheus-0"),
+        ("hôte_ünïcode", "amp-rw-proxy-h-te_-n-code"),
+        ("a:b;c", "amp-rw-proxy-a-b-c"),
+        ("user@host+1=2,3", "amp-rw-proxy-user@host+1=2,3"),
+    ] {
+        let name = default_session_name(host);
+        assert_eq!(name, want, "{host}");
+        assert!(
+            validate_session_name("--session-name", &name).is_ok(),
+            "{name}"
+        );
+    }
+    let long = "x".repeat(300);
+    assert_eq!(default_session_name(&long).len(), 64);
+    // A name given by the user is checked, not repaired.
+    for (name, ok) in [
+        ("ab", true),
+        ("a", false),
+        (&"n".repeat(64)[..], true),
+        (&"n".repeat(65)[..], false),
+        ("team-b/writer", false),
+        ("team b", false),
+        ("tëam", false),
+        ("team_b+1=2,3.4@5-6", true),
+    ] {
+        let r = validate_session_name("--session-name", name);
+        assert_eq!(r.is_ok(), ok, "{name}: {r:?}");
+        if let Err(e) = r {
+            assert!(e.starts_with("--session-name ") && !e.contains('\n'), "{e}");
+        }
+    }
 }
 
 #[test]

@@ -324,8 +324,13 @@ fn bad_egress_and_sts_settings_are_all_reported_at_once() {
         assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
     }
     assert!(!err.contains(PROXY_PASSWORD), "{err}");
+    assert_eq!(
+        err.matches("\n  - ").count(),
+        3,
+        "exactly these three errors: {err}"
+    );
     assert!(
-        !err.contains("--region is required"),
+        !err.contains("--region is required") && !err.contains("not an AMP endpoint"),
         "region from the dual-stack host: {err}"
     );
 }

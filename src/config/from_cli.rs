@@ -390,6 +390,25 @@ fn add_query_endpoints(routes: &mut [RouteConfig], from_file: bool, errors: &mut
     }
 }
 
+/// No `--region`, no `AWS_REGION`, and none in the host. A host that looks like an AMP
+/// endpoint but is none of its forms is most likely mistyped: say which forms there are.
+fn missing_region(host: &str) -> String {
+    let looks_like_amp = host.split('.').any(|l| {
+        l.eq_ignore_ascii_case("aps-workspaces") || l.eq_ignore_ascii_case("aps-workspaces-fips")
+    });
+    if looks_like_amp {
+        format!(
+            "--upstream-url host {host:?} is not an AMP endpoint name the region can be read from \
+             (aps-workspaces[-fips].<region>.amazonaws.com, aps-workspaces[-fips].<region>.api.aws, \
+             vpce-<id>.aps-workspaces.<region>.vpce.amazonaws.com, or .amazonaws.com.cn in China): \
+             check the host, or set --region"
+        )
+    } else {
+        "--region is required: it cannot be inferred from the upstream host and AWS_REGION is not set"
+            .to_string()
+    }
+}
+
 /// The single route the flags describe: the workspace of `--upstream-url`, answered on the
 /// standard write paths and on the upstream's own path.
 fn flags_route(
@@ -416,12 +435,9 @@ fn flags_route(
                 Some(r) => Some(r),
                 None => {
                     // Only worth a separate message when the URL itself was fine.
-                    if upstream.is_some() {
-                        errors.check(Err::<(), _>(
-                            "--region is required: it cannot be inferred from the upstream host \
-                                 and AWS_REGION is not set"
-                                .to_string(),
-                        ));
+                    let host = upstream.as_ref().and_then(|u| u.uri.host());
+                    if let Some(host) = host {
+                        errors.check(Err::<(), _>(missing_region(host)));
                     }
                     None
                 }

@@ -255,6 +255,8 @@ pub fn log_startup(config: &Config, listen: SocketAddr) {
             no_proxy = %egress.no_proxy,
             "egress proxy"
         );
+    } else if !egress.source.is_empty() {
+        tracing::info!(from = %egress.source, "egress proxy not used: NO_PROXY=* bypasses it for every host");
     }
     let rules = EgressRules::new(egress);
     for route in &config.routes {

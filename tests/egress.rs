@@ -222,6 +222,13 @@ async fn no_proxy_bypasses_the_proxy_for_the_hosts_it_names() {
     let answer = write(&proxy.url("/api/v1/write"), write_request(1).1).await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", proxy.logs());
     assert_eq!(tp2.requests(), Vec::<String>::new());
+    assert!(
+        proxy
+            .logs()
+            .contains("egress proxy not used: NO_PROXY=* bypasses it for every host"),
+        "{}",
+        proxy.logs()
+    );
 }
 
 /// STS is reached directly (NO_PROXY), the workspace through a proxy that is down, refuses

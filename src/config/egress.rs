@@ -229,9 +229,9 @@ pub fn resolve(flag: Option<&str>, env: &ProxyEnvironment) -> Result<Egress, Vec
         .no_proxy
         .as_deref()
         .is_some_and(|n| n.split(',').any(|r| r.trim() == "*"));
-    let egress = if everything_direct {
+    let egress = if everything_direct && egress.is_active() {
         Egress {
-            source: format!("{} (unused: NO_PROXY=*)", egress.source),
+            source: egress.source,
             ..Egress::direct()
         }
     } else {
@@ -371,5 +371,8 @@ mod tests {
     fn no_proxy_star_means_no_proxy_for_anything() {
         let e = resolve(Some("http://p:1"), &env(&[("no_proxy", "internal, *")])).unwrap();
         assert!(!e.is_active());
+        assert_eq!(e.source, "--egress-proxy", "named in the log as unused");
+        let none = resolve(None, &env(&[("NO_PROXY", "*")])).unwrap();
+        assert_eq!(none.source, "");
     }
 }

@@ -120,11 +120,6 @@ impl UpstreamClient {
         Ok(Self { client, egress })
     }
 
-    /// The proxy requests to `dst` go through, as logs show it (password hidden).
-    pub fn proxy_for(&self, dst: &http::Uri) -> Option<String> {
-        self.egress.as_ref()?.shown_proxy_for(dst)
-    }
-
     /// A plain-`http://` request forwarded by the proxy carries the proxy's credentials (a
     /// tunnel sends them in its `CONNECT`, unseen by the workspace).
     fn through_proxy(&self, mut req: Request<OutboundBody>) -> Request<OutboundBody> {

@@ -14,10 +14,11 @@ use tokio::task::JoinHandle;
 use tower::Layer;
 
 use crate::aws::{Clock, CredentialCache, CredentialRefresher, Signer, SystemClock};
-use crate::config::{Config, InboundAuth};
+use crate::config::{Config, InboundAuth, RouteConfig};
 use crate::http::Forwarding;
 use crate::http::admission::Limits;
 use crate::http::auth::Authenticator;
+use crate::http::egress::EgressRules;
 use crate::http::server::{self, Drain, ServeOptions};
 use crate::http::tls::TlsConfig;
 use crate::http::upstream::UpstreamClient;
@@ -85,6 +86,9 @@ impl App {
             let (provider, description) = crate::aws::credentials_provider(route, config, sdk)
                 .await
                 .map_err(|e| BuildError(e.to_string()))?;
+            if route.role.is_some() {
+                log_sts_endpoint(route, config, sdk).await;
+            }
             let credentials = Arc::new(CredentialCache::new(clock.clone()));
             tasks.push(
                 CredentialRefresher::new(
@@ -127,7 +131,7 @@ impl App {
             Some(files) => Some(Arc::new(TlsConfig::load(files).map_err(BuildError)?)),
         };
         tasks.extend(tls.clone().map(TlsConfig::spawn_reloader));
-        let client = UpstreamClient::new(&config.upstream_ca_certs)
+        let client = UpstreamClient::new(&config.upstream_ca_certs, &config.egress)
             .map_err(|e| BuildError(e.to_string()))?;
         let router = Router::new(Shared {
             routes,
@@ -220,8 +224,44 @@ pub fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime:
     builder.enable_all().build()
 }
 
-/// What the proxy serves, one line per route and one for the listener, at startup.
+/// Where a route's AssumeRole calls go: the endpoint as the SDK resolves it, its region, and
+/// the egress proxy (if any) on the way.
+async fn log_sts_endpoint(route: &RouteConfig, config: &Config, sdk: &SdkConfig) {
+    let endpoint = crate::aws::sts_endpoint(route, config, sdk).await;
+    let rules = EgressRules::new(&config.egress);
+    let via = endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| rules.as_ref()?.shown_proxy_for(&uri))
+        .unwrap_or_else(|| "direct".to_string());
+    tracing::info!(
+        route = route.name,
+        sts_endpoint = %endpoint,
+        sts_region = %crate::aws::sts_region(route, config, sdk),
+        via = %via,
+        "STS endpoint for AssumeRole"
+    );
+}
+
+/// What the proxy serves, at startup: the egress proxy (if any), one line per route (with how
+/// it reaches its workspace) and one for the listener.
 pub fn log_startup(config: &Config, listen: SocketAddr) {
+    let egress = &config.egress;
+    if egress.is_active() {
+        let shown = |p: &Option<crate::config::ProxyUrl>| {
+            p.as_ref().map_or("none".to_string(), |p| p.to_string())
+        };
+        tracing::info!(
+            from = %egress.source,
+            https = %shown(&egress.https),
+            http = %shown(&egress.http),
+            no_proxy = %egress.no_proxy,
+            "egress proxy"
+        );
+    } else if !egress.source.is_empty() {
+        tracing::info!(from = %egress.source, "egress proxy not used: NO_PROXY=* bypasses it for every host");
+    }
+    let rules = EgressRules::new(egress);
     for route in &config.routes {
         if route.upstream.plaintext {
             tracing::warn!(
@@ -237,6 +277,10 @@ pub fn log_startup(config: &Config, listen: SocketAddr) {
             region = %route.region,
             role_arn = route.role.as_ref().map_or("none (base credentials)", |r| r.arn.as_str()),
             inbound_auth = route.inbound_auth.is_some() || config.inbound_auth.is_some(),
+            via = %rules
+                .as_ref()
+                .and_then(|r| r.shown_proxy_for(&route.upstream.uri))
+                .unwrap_or_else(|| "direct".to_string()),
             "serving route"
         );
     }

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     let shutdown = shutdown_signal();
-    let sdk = aws::load_aws_config(&config.routes[0].region).await;
+    let sdk = aws::load_aws_config(&config.routes[0].region, &config.egress).await;
     let app = match App::build(&config, &sdk).await {
         Ok(app) => app,
         Err(e) => {

@@ -233,6 +233,7 @@ async fn tls_configuration_errors_are_config_errors() {
     let env = amp_rw_proxy::config::Environment {
         aws_region: None,
         hostname: "h".into(),
+        proxy: Default::default(),
     };
     for args in [
         vec!["--tls-cert-file", cert.as_str()],

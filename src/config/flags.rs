@@ -32,8 +32,9 @@ pub struct Cli {
     #[arg(long, env = "AMP_RW_PROXY_UPSTREAM_URL")]
     pub upstream_url: Option<String>,
 
-    /// Region to sign for. Default: taken from an aps-workspaces[-fips].<region>.amazonaws.com
-    /// upstream host, else from AWS_REGION.
+    /// Region to sign for. Default: taken from the upstream host when it is an AMP endpoint
+    /// (aps-workspaces[-fips].<region>.amazonaws.com, the dual-stack .api.aws, a VPC endpoint
+    /// name, .amazonaws.com.cn, GovCloud), else from AWS_REGION.
     #[arg(long, env = "AMP_RW_PROXY_REGION")]
     pub region: Option<String>,
 
@@ -56,9 +57,43 @@ pub struct Cli {
     #[arg(long, env = "AMP_RW_PROXY_SESSION_DURATION", default_value = "1h")]
     pub session_duration: String,
 
-    /// STS endpoint override, e.g. a VPC endpoint. AWS_ENDPOINT_URL_STS is honoured too.
+    /// STS endpoint override, e.g. an STS VPC endpoint
+    /// (https://vpce-<id>.sts.<region>.vpce.amazonaws.com). AWS_ENDPOINT_URL_STS is honoured
+    /// too. Overrides --sts-region, --sts-fips and --sts-dual-stack for the endpoint (the region
+    /// is still the one signed for). [default: the regional endpoint, see --sts-region]
     #[arg(long, env = "AMP_RW_PROXY_STS_ENDPOINT")]
     pub sts_endpoint: Option<String>,
+
+    /// Region whose regional STS endpoint AssumeRole goes to (sts.<region>.amazonaws.com, or
+    /// .amazonaws.com.cn in China), independent of the workspace's region. [default: the
+    /// region of the environment or profile (AWS_REGION) if it is in the workspace's partition,
+    /// else the workspace's region]
+    #[arg(long, env = "AMP_RW_PROXY_STS_REGION")]
+    pub sts_region: Option<String>,
+
+    /// Call STS on its FIPS endpoint (sts-fips.<region>.amazonaws.com); AWS_USE_FIPS_ENDPOINT=true
+    /// does the same. [default: off]
+    #[arg(long, env = "AMP_RW_PROXY_STS_FIPS")]
+    pub sts_fips: bool,
+
+    /// Call STS on its dual-stack (IPv4 and IPv6) endpoint (sts.<region>.api.aws);
+    /// AWS_USE_DUALSTACK_ENDPOINT=true does the same. [default: off]
+    #[arg(long, env = "AMP_RW_PROXY_STS_DUAL_STACK")]
+    pub sts_dual_stack: bool,
+
+    /// Forward proxy for every outbound connection, to the workspace and to STS alike, as
+    /// http://[user:password@]host:port (port default 80): https:// destinations go through a
+    /// CONNECT tunnel (TLS end to end), http:// ones are forwarded to it. Overrides
+    /// HTTPS_PROXY, HTTP_PROXY and ALL_PROXY (read in upper or lower case when this is not
+    /// set); NO_PROXY applies either way. The password is never logged. [default: none, or
+    /// the environment's proxy variables]
+    #[arg(
+        long,
+        env = "AMP_RW_PROXY_EGRESS_PROXY",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub egress_proxy: Option<String>,
 
     /// Largest request body accepted (bytes; suffixes KiB, MiB, GiB, KB, MB, GB). Larger → 413.
     #[arg(long, env = "AMP_RW_PROXY_MAX_BODY_SIZE", default_value = "32MiB")]

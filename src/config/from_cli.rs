@@ -8,7 +8,7 @@ use rustls_pki_types::CertificateDer;
 
 use super::inbound::{AuthKeys, inbound_auth_from};
 use super::paths::WRITE_PATHS;
-use super::targets::{QueryTarget, parse_upstream, region_from_host};
+use super::targets::{QueryTarget, parse_upstream, partition_of, region_from_host};
 use super::validate::{
     ErrorList, MAX_SESSION_DURATION, MIN_SESSION_DURATION, default_session_name, load_ca_file,
     non_empty, parse_duration, parse_external_labels, parse_size, validate_external_id,
@@ -31,6 +31,14 @@ impl Config {
         );
         let routes = routes(cli, env, &mut errors);
         let sts_endpoint = sts_endpoint(cli, &mut errors);
+        let sts_region = sts_region(cli, routes.as_deref(), &mut errors);
+        let egress = match super::egress::resolve(non_empty(&cli.egress_proxy), &env.proxy) {
+            Ok(e) => Some(e),
+            Err(problems) => {
+                errors.0.extend(problems);
+                None
+            }
+        };
         let max_body_size = max_body_size(cli, &mut errors);
         let upstream = upstream(cli, &mut errors);
         let process = process(cli, &mut errors);
@@ -59,6 +67,10 @@ impl Config {
             listen: listen.expect("validated"),
             routes: routes.expect("validated"),
             sts_endpoint,
+            sts_region,
+            sts_fips: cli.sts_fips,
+            sts_dual_stack: cli.sts_dual_stack,
+            egress: egress.expect("validated"),
             max_body_size: max_body_size.expect("validated"),
             upstream_timeout: upstream.timeout,
             upstream_ca_certs: upstream.ca_certs,
@@ -135,6 +147,25 @@ fn sts_endpoint(cli: &Cli, errors: &mut ErrorList) -> Option<String> {
             _ => Err(format!("--sts-endpoint {u:?}: expected an http(s):// URL")),
         })
     })
+}
+
+/// `--sts-region`: a region name in the same partition as every route's workspace (STS of one
+/// partition cannot issue credentials valid in another).
+fn sts_region(cli: &Cli, routes: Option<&[RouteConfig]>, errors: &mut ErrorList) -> Option<String> {
+    let region = non_empty(&cli.sts_region)?;
+    errors.check(validate_region("--sts-region", region))?;
+    for route in routes.unwrap_or_default() {
+        let (theirs, ours) = (partition_of(&route.region), partition_of(region));
+        if theirs != ours {
+            errors.check(Err::<(), _>(format!(
+                "--sts-region {region:?} is in the {ours} partition but the workspace's region \
+                 {:?} is in {theirs}: credentials from one partition are not valid in another",
+                route.region
+            )));
+            return None;
+        }
+    }
+    Some(region.to_string())
 }
 
 /// `--max-body-size`: more than zero, less than 4 GiB (the memory budget counts in `u32`).
@@ -369,6 +400,25 @@ fn add_query_endpoints(routes: &mut [RouteConfig], from_file: bool, errors: &mut
     }
 }
 
+/// No `--region`, no `AWS_REGION`, and none in the host. A host that looks like an AMP
+/// endpoint but is none of its forms is most likely mistyped: say which forms there are.
+fn missing_region(host: &str) -> String {
+    let looks_like_amp = host.split('.').any(|l| {
+        l.eq_ignore_ascii_case("aps-workspaces") || l.eq_ignore_ascii_case("aps-workspaces-fips")
+    });
+    if looks_like_amp {
+        format!(
+            "--upstream-url host {host:?} is not an AMP endpoint name the region can be read from \
+             (aps-workspaces[-fips].<region>.amazonaws.com, aps-workspaces[-fips].<region>.api.aws, \
+             vpce-<id>.aps-workspaces.<region>.vpce.amazonaws.com, or .amazonaws.com.cn in China): \
+             check the host, or set --region"
+        )
+    } else {
+        "--region is required: it cannot be inferred from the upstream host and AWS_REGION is not set"
+            .to_string()
+    }
+}
+
 /// The single route the flags describe: the workspace of `--upstream-url`, answered on the
 /// standard write paths and on the upstream's own path.
 fn flags_route(
@@ -395,12 +445,9 @@ fn flags_route(
                 Some(r) => Some(r),
                 None => {
                     // Only worth a separate message when the URL itself was fine.
-                    if upstream.is_some() {
-                        errors.check(Err::<(), _>(
-                            "--region is required: it cannot be inferred from the upstream host \
-                                 and AWS_REGION is not set"
-                                .to_string(),
-                        ));
+                    let host = upstream.as_ref().and_then(|u| u.uri.host());
+                    if let Some(host) = host {
+                        errors.check(Err::<(), _>(missing_region(host)));
                     }
                     None
                 }

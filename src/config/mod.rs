@@ -7,6 +7,7 @@
 //! This layer knows nothing of the request path: it owns the values the rest of the proxy is
 //! built from, including the paths it answers on ([`paths`]).
 
+pub mod egress;
 pub mod flags;
 mod from_cli;
 pub mod inbound;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
+pub use egress::{Egress, ProxyEnvironment, ProxyUrl};
 pub use flags::Cli;
 pub use inbound::InboundAuth;
 pub use targets::{QueryTarget, UpstreamTarget};
@@ -53,8 +55,17 @@ pub struct Config {
     /// Where requests go and how they are signed: the one route the flags describe, or the
     /// routes of `--config`. Never empty.
     pub routes: Vec<RouteConfig>,
-    /// STS endpoint override.
+    /// STS endpoint override (`--sts-endpoint`).
     pub sts_endpoint: Option<String>,
+    /// `--sts-region`: STS's region when it is not the default (see [`Cli::sts_region`]).
+    pub sts_region: Option<String>,
+    /// `--sts-fips`: STS's FIPS endpoint (also on with `AWS_USE_FIPS_ENDPOINT`).
+    pub sts_fips: bool,
+    /// `--sts-dual-stack`: STS's dual-stack endpoint (also on with
+    /// `AWS_USE_DUALSTACK_ENDPOINT`).
+    pub sts_dual_stack: bool,
+    /// The forward proxy outbound connections go through, if any.
+    pub egress: Egress,
     /// Largest accepted request body, bytes.
     pub max_body_size: u64,
     /// Deadline for one upstream exchange.
@@ -178,6 +189,8 @@ pub struct Environment {
     pub aws_region: Option<String>,
     /// This host's name, for the default session name.
     pub hostname: String,
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY` (either case).
+    pub proxy: ProxyEnvironment,
 }
 
 impl Environment {
@@ -189,6 +202,7 @@ impl Environment {
         Self {
             aws_region,
             hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            proxy: ProxyEnvironment::from_process(),
         }
     }
 }

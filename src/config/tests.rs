@@ -1,7 +1,7 @@
 //! Unit tests of configuration validation (flags).
 
 use super::inbound::*;
-use super::targets::{parse_upstream, region_from_host};
+use super::targets::parse_upstream;
 use super::validate::*;
 use super::*;
 use clap::Parser;
@@ -11,6 +11,7 @@ fn env() -> Environment {
     Environment {
         aws_region: None,
         hostname: "host-1".into(),
+        proxy: Default::default(),
     }
 }
 
@@ -40,32 +41,6 @@ fn enable_query_derives_the_workspace_query_endpoint() {
     assert!(err.0[0].contains("--enable-query"), "{err}");
     // Without --enable-query that URL is fine.
     assert!(Config::from_cli(&cli(&["--upstream-url", odd]), &env()).is_ok());
-}
-
-#[test]
-fn region_is_inferred_from_amp_hosts() {
-    let cases = [
-        ("aps-workspaces.us-east-1.amazonaws.com", Some("us-east-1")),
-        (
-            "aps-workspaces-fips.us-gov-west-1.amazonaws.com",
-            Some("us-gov-west-1"),
-        ),
-        (
-            "vpce-0abc-xyz.aps-workspaces.eu-central-1.vpce.amazonaws.com",
-            Some("eu-central-1"),
-        ),
-        (
-            "aps-workspaces.cn-north-1.amazonaws.com.cn",
-            Some("cn-north-1"),
-        ),
-        ("aps-workspaces.evil.example.com", None),
-        ("aps-workspaces.us-east-1.example.com", None),
-        ("127.0.0.1", None),
-        ("example.com", None),
-    ];
-    for (host, want) in cases {
-        assert_eq!(region_from_host(host).as_deref(), want, "{host}");
-    }
 }
 
 #[test]
@@ -151,6 +126,7 @@ fn region_falls_back_to_aws_region_then_errors() {
     let e = Environment {
         aws_region: Some("ap-south-1".into()),
         hostname: "h".into(),
+        proxy: Default::default(),
     };
     assert_eq!(
         Config::from_cli(&cli(&local), &e).unwrap().routes[0].region,
@@ -210,6 +186,43 @@ fn session_names_fit_sts_rules() {
     );
     assert!(validate_session_name("--session-name", &name).is_ok());
     assert_eq!(default_session_name(""), "amp-rw-proxy-unknown");
+    // Host and pod names as they come: every result is a name STS accepts.
+    for (host, want) in [
+        (
+            "ip-10-0-1-23.ec2.internal",
+            "amp-rw-proxy-ip-10-0-1-23.ec2.internal",
+        ),
+        ("prometheus-0", "amp-rw-proxy-prometheus-0"),
+        ("hôte_ünïcode", "amp-rw-proxy-h-te_-n-code"),
+        ("a:b;c", "amp-rw-proxy-a-b-c"),
+        ("user@host+1=2,3", "amp-rw-proxy-user@host+1=2,3"),
+    ] {
+        let name = default_session_name(host);
+        assert_eq!(name, want, "{host}");
+        assert!(
+            validate_session_name("--session-name", &name).is_ok(),
+            "{name}"
+        );
+    }
+    let long = "x".repeat(300);
+    assert_eq!(default_session_name(&long).len(), 64);
+    // A name given by the user is checked, not repaired.
+    for (name, ok) in [
+        ("ab", true),
+        ("a", false),
+        (&"n".repeat(64)[..], true),
+        (&"n".repeat(65)[..], false),
+        ("team-b/writer", false),
+        ("team b", false),
+        ("tëam", false),
+        ("team_b+1=2,3.4@5-6", true),
+    ] {
+        let r = validate_session_name("--session-name", name);
+        assert_eq!(r.is_ok(), ok, "{name}: {r:?}");
+        if let Err(e) = r {
+            assert!(e.starts_with("--session-name ") && !e.contains('\n'), "{e}");
+        }
+    }
 }
 
 #[test]

@@ -69,6 +69,10 @@ pub enum ProxyError {
     /// Could not connect (DNS, TCP, TLS) to the upstream.
     #[error("cannot reach upstream: {0}")]
     UpstreamConnect(String),
+    /// The egress proxy is down, refused the tunnel or our credentials: 503, so the sender
+    /// retries (the proxy is ours to fix, not the request).
+    #[error("{0}")]
+    EgressProxy(String),
     /// Connected, but the exchange failed.
     #[error("upstream exchange failed: {0}")]
     Upstream(String),
@@ -127,6 +131,7 @@ impl ProxyError {
             ProxyError::Overloaded { .. } | ProxyError::ClientBodyTimeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ProxyError::EgressProxy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -194,6 +199,21 @@ impl From<ProxyError> for Failure {
     }
 }
 
+/// "outer: inner: root" — hyper's top-level messages alone are too vague to act on.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        source = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +248,10 @@ mod tests {
             (ProxyError::Internal("x".into()), 500),
             (ProxyError::UpstreamConnect("refused".into()), 502),
             (ProxyError::Upstream("reset".into()), 502),
+            (
+                ProxyError::EgressProxy("cannot reach the egress proxy".into()),
+                503,
+            ),
             (ProxyError::UpstreamTimeout(d), 504),
             (
                 ProxyError::Throttled {

@@ -1,12 +1,14 @@
 //! HTTP plumbing both paths stand on: reading bodies within bounds ([`body`]), the response body
 //! ([`response`]), the one map from failures to status codes ([`error`]), admission control
-//! ([`admission`]), the pooled upstream client ([`upstream`]), inbound authentication
+//! ([`admission`]), the pooled upstream client ([`upstream`]) and its way out through an egress
+//! proxy ([`egress`]), inbound authentication
 //! ([`auth`]) and TLS ([`tls`]), the server with its drain ([`server`]), and header helpers
 //! ([`headers`]).
 
 pub mod admission;
 pub mod auth;
 pub mod body;
+pub mod egress;
 pub mod error;
 pub mod forwarding;
 pub mod headers;

@@ -16,7 +16,8 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 
 use super::body::OutboundBody;
-use super::error::ProxyError;
+use super::egress::{EgressConnector, EgressRules, find_egress_error};
+use super::error::{ProxyError, error_chain};
 use super::response::ResponseBody;
 
 /// At most this much of an upstream's response body is relayed (error messages are short;
@@ -66,7 +67,9 @@ impl UpstreamAnswer {
 /// Pooled client to the upstream.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, OutboundBody>,
+    client: Client<HttpsConnector<EgressConnector>, OutboundBody>,
+    /// The egress proxy's rules, if one is configured (see [`super::egress`]).
+    egress: Option<EgressRules>,
 }
 
 /// Failure to set up TLS.
@@ -75,8 +78,12 @@ pub struct UpstreamClient {
 pub struct TlsSetupError(String);
 
 impl UpstreamClient {
-    /// A client trusting the usual roots plus `extra_roots`.
-    pub fn new(extra_roots: &[CertificateDer<'static>]) -> Result<Self, TlsSetupError> {
+    /// A client trusting the usual roots plus `extra_roots`, going out through the egress
+    /// proxy if `egress` has one.
+    pub fn new(
+        extra_roots: &[CertificateDer<'static>],
+        egress: &crate::config::Egress,
+    ) -> Result<Self, TlsSetupError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         // Missing system roots are normal in a scratch image; the webpki roots cover AWS.
@@ -98,6 +105,8 @@ impl UpstreamClient {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.set_keepalive(Some(Duration::from_secs(30)));
+        let egress = EgressRules::new(egress);
+        let http = EgressConnector::new(http, egress.clone());
         let https = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -108,7 +117,20 @@ impl UpstreamClient {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(https);
-        Ok(Self { client })
+        Ok(Self { client, egress })
+    }
+
+    /// A plain-`http://` request forwarded by the proxy carries the proxy's credentials (a
+    /// tunnel sends them in its `CONNECT`, unseen by the workspace).
+    fn through_proxy(&self, mut req: Request<OutboundBody>) -> Request<OutboundBody> {
+        if let Some(auth) = self
+            .egress
+            .as_ref()
+            .and_then(|e| e.forward_authorization(req.uri()))
+        {
+            req.headers_mut().insert(header::PROXY_AUTHORIZATION, auth);
+        }
+        req
     }
 
     /// Sends `req` and reads the bounded answer, all within `timeout`.
@@ -119,7 +141,11 @@ impl UpstreamClient {
     ) -> Result<UpstreamAnswer, ProxyError> {
         let started = Instant::now();
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(classify)?;
+            let resp = self
+                .client
+                .request(self.through_proxy(req))
+                .await
+                .map_err(classify)?;
             let (parts, body) = resp.into_parts();
             let body = read_bounded(body).await?;
             Ok::<_, ProxyError>((parts, body))
@@ -157,7 +183,7 @@ impl UpstreamClient {
         req: Request<OutboundBody>,
         timeout: Duration,
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
-        tokio::time::timeout(timeout, self.client.request(req))
+        tokio::time::timeout(timeout, self.client.request(self.through_proxy(req)))
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(timeout))?
             .map_err(classify)
@@ -182,25 +208,14 @@ async fn read_bounded(mut body: hyper::body::Incoming) -> Result<Bytes, ProxyErr
 }
 
 fn classify(e: hyper_util::client::legacy::Error) -> ProxyError {
+    if let Some(egress) = find_egress_error(&e) {
+        tracing::debug!(error = %error_chain(&e), "egress proxy failure");
+        return ProxyError::EgressProxy(egress.to_string());
+    }
     let detail = error_chain(&e);
     if e.is_connect() {
         ProxyError::UpstreamConnect(detail)
     } else {
         ProxyError::Upstream(detail)
     }
-}
-
-/// "outer: inner: root" — hyper's top-level messages alone are too vague to act on.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        source = s.source();
-    }
-    out
 }

@@ -355,7 +355,7 @@ async fn remote_write_step(
     caller_arn: &str,
 ) -> Step {
     let title = "signed remote-write to the workspace";
-    let client = match UpstreamClient::new(&config.upstream_ca_certs) {
+    let client = match UpstreamClient::new(&config.upstream_ca_certs, &config.egress) {
         Ok(c) => c,
         Err(e) => return Step::fail(title, e.to_string(), "check --upstream-ca-file"),
     };
@@ -436,7 +436,10 @@ pub fn main(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sdk = runtime.block_on(crate::aws::load_aws_config(&config.routes[0].region));
+    let sdk = runtime.block_on(crate::aws::load_aws_config(
+        &config.routes[0].region,
+        &config.egress,
+    ));
     let mut out = std::io::stdout().lock();
     let mut all_passed = true;
     for route in &config.routes {

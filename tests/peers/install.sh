@@ -3,6 +3,7 @@
 #   - Prometheus 2.42 from Debian (sender and receiver, remote-write 1.0)
 #   - Prometheus 3.x from Debian sid, unpacked under target/peers/ (remote-write 2.0)
 #   - a Python venv in .venv/ with moto (STS) and botocore (the independent SigV4 verifier)
+#   - Debian's tinyproxy, the forward proxy of tests/egress.rs
 # Prints the environment the tests read (AMP_E2E_*), also written to target/peers/env.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,6 +19,14 @@ if ! command -v prometheus >/dev/null 2>&1; then
 fi
 # The package starts a system service on some machines; the tests run their own instances.
 if command -v service >/dev/null 2>&1; then $sudo service prometheus stop >/dev/null 2>&1 || true; fi
+
+if ! command -v tinyproxy >/dev/null 2>&1; then
+  echo "installing Debian's tinyproxy" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends tinyproxy >/dev/null
+  # The package may start a system service; the tests run their own instances.
+  if command -v service >/dev/null 2>&1; then $sudo service tinyproxy stop >/dev/null 2>&1 || true; fi
+fi
 
 prom3="$peers/prometheus3/usr/bin/prometheus"
 if [ ! -x "$prom3" ]; then

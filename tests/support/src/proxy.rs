@@ -39,6 +39,7 @@ impl ProxyUnderTest {
         let env = Environment {
             aws_region: None,
             hostname: "test-host".into(),
+            proxy: Default::default(),
         };
         let config = Config::from_cli(&cli, &env).expect("valid config");
         let base = Credentials::new(BASE_ACCESS_KEY, BASE_SECRET, None, None, "test-base");

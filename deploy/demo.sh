@@ -57,7 +57,7 @@ die() {
 }
 usage() {
   sed -n '7,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-  exit 64
+  exit "${1:-64}"
 }
 
 run_for=""
@@ -75,14 +75,12 @@ while [ $# -gt 0 ]; do
     --rw2) rw2=1; shift ;;
     --keep) keep=1; shift ;;
     --) shift; proxy_extra=("$@"); break ;;
-    -h | --help) usage ;;
+    -h | --help) usage 0 ;;
     *) echo "$ME: unknown option $1 (--help lists them)" >&2; exit 64 ;;
   esac
 done
 if [ -n "$run_for" ]; then
-  case "$run_for" in
-    *[!0-9smh]* | "" | [smh]*) echo "$ME: --for $run_for: expected e.g. 30s, 2m or 90" >&2; exit 64 ;;
-  esac
+  [[ $run_for =~ ^[0-9]+[smh]?$ ]] || { echo "$ME: --for $run_for: expected e.g. 30s, 2m or 90 (seconds)" >&2; exit 64; }
   n=${run_for%[smh]}
   case "$run_for" in *m) seconds=$((n * 60)) ;; *h) seconds=$((n * 3600)) ;; *) seconds=$n ;; esac
   [ "$seconds" -gt 0 ] || { echo "$ME: --for must be more than 0" >&2; exit 64; }

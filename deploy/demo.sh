@@ -93,7 +93,6 @@ pids=()
 names=()
 work=""
 line_open=0
-stopping=0
 end_line() { if [ "$line_open" = 1 ]; then printf '\n'; line_open=0; fi; }
 keep_hint() {
   if [ -z "$work" ]; then return; fi
@@ -108,7 +107,6 @@ cleanup() {
   local rc=$? i deadline left
   # A second Ctrl-C must not cut the cleanup short.
   trap '' INT TERM
-  stopping=1
   end_line
   if [ ${#pids[@]} -gt 0 ]; then
     printf 'stopping %d processes ...' "${#pids[@]}"

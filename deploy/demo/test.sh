@@ -40,7 +40,7 @@ case_started=$SECONDS
 case_() { case_started=$SECONDS; printf '\n=== %s: %s\n' "$ME" "$*"; }
 took() { echo "    (${1}: $((SECONDS - case_started))s)"; }
 
-# Long-running processes below PID $1 (the transient curl/sleep/ps of the status loop left out).
+# Long-running processes below PID $1 (the status loop's transient curl/sleep/ps and subshells left out).
 descendants() {
   ps -e -o pid=,ppid=,comm= | awk -v root="$1" '
     { parent[$1] = $2; name[$1] = $3 }
@@ -48,7 +48,7 @@ descendants() {
       for (p in parent) {
         q = p
         while (q in parent && q != root && q > 1) q = parent[q]
-        if (q == root && p != root && name[p] !~ /^(curl|sleep|ps|awk|sed|cut|tr|head|python3)$/) print p, name[p]
+        if (q == root && p != root && name[p] !~ /^(bash|curl|sleep|ps|awk|sed|cut|tr|head|python3)$/) print p, name[p]
       }
     }'
 }

@@ -33,8 +33,8 @@ if [ ! -x "$prom3" ]; then
   echo "fetching Prometheus 3.x from Debian sid (unpacked, the system's apt sources untouched)" >&2
   d="$peers/apt-sid"
   mkdir -p "$d/lists/partial" "$d/parts" "$d/debs"
-  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  mirror=${mirror:-http://deb.debian.org/debian}
+  # The archive this machine's apt already uses (its sources, classic or deb822); none → one line, exit 1.
+  mirror=$(bash "$root/tests/peers/debian-mirror.sh")
   echo "deb $mirror sid main" > "$d/sources.list"
   o=(-o "Dir::Etc::SourceList=$d/sources.list" -o "Dir::Etc::SourceParts=$d/parts" -o "Dir::State::Lists=$d/lists"
      -o "Dir::Cache::archives=$d/debs" -o "Debug::NoLocking=1")

@@ -129,7 +129,15 @@ where
             let why = dispatch
                 .as_connector_error()
                 .map_or_else(|| innermost(err), connector_reason);
-            format!("STS unreachable for {operation}: {why} — fix: {STS_PATH_FIX}")
+            if mentions(&chain(err), "tunnel error") {
+                format!(
+                    "STS unreachable for {operation} through the egress proxy: {why} — fix: \
+                     check that the proxy in --egress-proxy / HTTPS_PROXY runs and lets \
+                     CONNECT through to STS, or list STS's host in NO_PROXY"
+                )
+            } else {
+                format!("STS unreachable for {operation}: {why} — fix: {STS_PATH_FIX}")
+            }
         }
         SdkError::TimeoutError(_) => {
             format!("STS did not answer {operation} in time — fix: {STS_PATH_FIX}")

@@ -188,6 +188,18 @@ async fn missing_credentials_and_an_unreachable_sts_read_as_one_line_with_a_fix(
     .await;
     assert!(text.contains("Connection refused"), "{text}");
     assert!(text.contains("--sts-endpoint"), "{text}");
+
+    // STS through an egress proxy that is down (the proxy is a closed loopback port: nothing
+    // leaves the machine).
+    let mut through_proxy = serving_flags(
+        "https://sts.us-east-1.amazonaws.com",
+        "arn:aws:iam::111111111111:role/account_a_role",
+        "ext-id",
+    );
+    through_proxy.extend(["--egress-proxy".to_string(), closed.clone()]);
+    let keys = Some(("AKIDEXAMPLE", "secret"));
+    let text = failure_reads_well(keys, &[], &through_proxy, "through the egress proxy").await;
+    assert!(text.contains("--egress-proxy / HTTPS_PROXY"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

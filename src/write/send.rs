@@ -12,7 +12,7 @@ use super::retry::{self, GiveUp, RetryReason, Verdict};
 use crate::http::body::BufferedBody;
 use crate::http::upstream::UpstreamAnswer;
 use crate::http::{ProxyError, ResponseBody};
-use crate::telemetry::metrics::{EndpointLabels, RetryLabels};
+use crate::telemetry::metrics::{AttemptLabels, EndpointLabels, RetryLabels};
 use crate::telemetry::one_line_snippet;
 
 /// Shortest time worth starting an upstream attempt with (capped at a quarter of the deadline).
@@ -51,6 +51,14 @@ pub async fn with_retries(
             .min(deadline.saturating_duration_since(Instant::now()));
         let outcome = ctx.forwarding.client.send(outbound, attempt_timeout).await;
         target.metrics.forwarded_bytes.inc_by(body.len());
+        ctx.forwarding
+            .metrics
+            .upstream_attempts
+            .get_or_create(&AttemptLabels {
+                route: target.name,
+                result: attempt_result(&outcome),
+            })
+            .inc();
         if let Ok(answer) = &outcome {
             target
                 .metrics
@@ -86,6 +94,22 @@ pub async fn with_retries(
             "retrying upstream"
         );
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// The `result` label of one attempt: the upstream's status class, or why there was no answer.
+fn attempt_result(outcome: &Result<UpstreamAnswer, ProxyError>) -> &'static str {
+    match outcome {
+        Ok(answer) => match answer.status.as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        },
+        Err(ProxyError::UpstreamConnect(_)) => "connect_error",
+        Err(ProxyError::UpstreamTimeout(_)) => "timeout",
+        Err(_) => "broken",
     }
 }
 

@@ -14,6 +14,7 @@ use http::StatusCode;
 use support::accounts::{EXTERNAL_ID, REGION, ROLE_ARN};
 use support::amp::{AmpStandIn, Reply};
 use support::client::{get, write};
+use support::harness::{Peers, Prometheus, Role, repo_root};
 use support::proxy::ProxyUnderTest;
 use support::sts::StsStandIn;
 use support::wire::write_request;
@@ -261,4 +262,129 @@ async fn every_metric_the_rules_and_dashboard_use_is_exposed_after_real_traffic(
             .any(|l| l == "amp_rw_proxy_drain_budget_seconds 20.0"),
         "{main}"
     );
+}
+
+/// The rule file loaded into real Prometheus servers (2.42 and 3.5) that scrape a real proxy
+/// under traffic: the exposition is scraped without error by both, every rule evaluates with
+/// health "ok", and each recording rule produces series, with the labels the alerts join on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_proxy_and_evaluates_every_rule() {
+    let peers = Peers::find();
+    let rule_file = repo_root().join("deploy/monitoring/rules/amp-rw-proxy.rules.yml");
+    let sts = StsStandIn::start().await;
+    let amp = AmpStandIn::start().await;
+    let proxy = ProxyUnderTest::start_with(&sts, &amp, &["--accounting", "on"]).await;
+    proxy.wait_ready(Duration::from_secs(20)).await;
+    // Traffic while the servers scrape: a write every 100 ms, one in five answered 500 (and
+    // retried); bounded, it stops by itself after 60 s.
+    let url = proxy.url("/api/v1/write");
+    let traffic = {
+        let amp_script = amp.script.clone();
+        tokio::spawn(async move {
+            for i in 0..600 {
+                if i % 5 == 0 {
+                    amp_script.lock().unwrap().push_back(Reply {
+                        status: 500,
+                        ..Reply::default()
+                    });
+                }
+                write(&url, write_request(3).1).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let recorded: Vec<String> = {
+        let text = std::fs::read_to_string(&rule_file).unwrap();
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("- record: "))
+            .map(String::from)
+            .collect()
+    };
+    assert!(recorded.len() >= 8, "{recorded:?}");
+    for binary in [&peers.prometheus, &peers.prometheus3] {
+        let prom = Prometheus::start(
+            binary,
+            Role::Monitor {
+                targets: &[proxy.addr],
+                rule_file: &rule_file,
+            },
+        );
+        prom.wait_ready().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let targets = prom.api("/api/v1/targets").await;
+            let target = &targets["data"]["activeTargets"][0];
+            let rules = prom.api("/api/v1/rules").await;
+            let all: Vec<&serde_json::Value> = rules["data"]["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|g| g["rules"].as_array().unwrap())
+                .collect();
+            let broken: Vec<String> = all
+                .iter()
+                .filter(|r| r["health"] == "err")
+                .map(|r| format!("{}: {}", r["name"], r["lastError"]))
+                .collect();
+            assert!(broken.is_empty(), "{binary:?}: rules failing: {broken:?}");
+            // Not yet discovered (null) or not yet scraped ("unknown") is waited for; a failed
+            // scrape ("down": the exposition did not parse, say) fails at once.
+            assert!(
+                target["health"] != "down",
+                "{binary:?} cannot scrape the proxy: {target}"
+            );
+            let mut empty = Vec::new();
+            for name in &recorded {
+                let series = prom.query(name, None).await;
+                if !series
+                    .iter()
+                    .any(|(labels, v)| v.is_finite() && labels["job"] == "amp-rw-proxy")
+                {
+                    empty.push(name.clone());
+                }
+            }
+            let healthy = all.iter().all(|r| r["health"] == "ok");
+            if target["health"] == "up" && healthy && empty.is_empty() {
+                assert_eq!(all.len(), 20, "{binary:?}: rules loaded");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{binary:?}: after 30 s, target {}, recording rules without a finite series: {empty:?}\n{}",
+                target["health"],
+                prom.proc.log()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // The failure ratio of this traffic: 1 in 5 attempts is a 500 (each retried once).
+        let ratio = prom
+            .query("amp_rw_proxy:upstream_failure_ratio:rate5m", None)
+            .await;
+        assert!(
+            ratio.iter().all(|(_, v)| *v > 0.0 && *v < 0.5),
+            "{binary:?}: {ratio:?}"
+        );
+        // Over 5 % of attempts fail, so AmpRwProxyUpstreamErrors goes pending (firing needs its
+        // `for: 10m`) on the real series, and no other alert does.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pending: BTreeSet<String> = prom
+                .query("ALERTS", None)
+                .await
+                .into_iter()
+                .map(|(labels, _)| format!("{} {}", labels["alertname"], labels["alertstate"]))
+                .collect();
+            if !pending.is_empty() {
+                assert_eq!(
+                    pending,
+                    BTreeSet::from(["AmpRwProxyUpstreamErrors pending".to_string()]),
+                    "{binary:?}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{binary:?}: no alert pending");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    traffic.abort();
 }

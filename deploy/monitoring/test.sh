@@ -58,17 +58,22 @@ fi
 PROMTOOL3="$WORK/promtool3/usr/bin/promtool"
 if [ ! -x "$PROMTOOL3" ]; then
   echo "fetching promtool 3.x from Debian sid (unpacked)"
-  d="$WORK/apt-sid"
+  # tests/peers/install.sh's sid lists when it has fetched them (CI runs it first), else our own.
+  d="$ROOT/target/peers/apt-sid"
+  own=0
+  if ! ls "$d"/lists/*sid*Packages* >/dev/null 2>&1; then d="$WORK/apt-sid"; own=1; fi
   mkdir -p "$d/lists/partial" "$d/parts" "$d/debs"
   mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  echo "deb ${mirror:-http://deb.debian.org/debian} sid main" >"$d/sources.list"
+  [ -f "$d/sources.list" ] || echo "deb ${mirror:-http://deb.debian.org/debian} sid main" >"$d/sources.list"
   o=(-o "Dir::Etc::SourceList=$d/sources.list" -o "Dir::Etc::SourceParts=$d/parts"
      -o "Dir::State::Lists=$d/lists" -o "Dir::Cache::archives=$d/debs" -o "Debug::NoLocking=1")
-  "${SUDO[@]}" apt-get "${o[@]}" update -qq
-  (cd "$d/debs" && apt-get "${o[@]}" download promtool >/dev/null 2>&1)
+  if [ "$own" = 1 ]; then "${SUDO[@]}" apt-get "${o[@]}" update -qq; fi
+  rm -rf "$WORK/debs3" && mkdir -p "$WORK/debs3"
+  (cd "$WORK/debs3" && apt-get "${o[@]}" download promtool >/dev/null 2>&1) ||
+    die "cannot download Debian sid's promtool package"
   rm -rf "$WORK/promtool3"
-  dpkg-deb -x "$d/debs"/promtool_*.deb "$WORK/promtool3"
-  rm -rf "$d/lists"   # ~70 MB of package lists, not needed once unpacked
+  dpkg-deb -x "$WORK"/debs3/promtool_*.deb "$WORK/promtool3"
+  if [ "$own" = 1 ]; then rm -rf "$d/lists"; fi   # package lists, not needed once unpacked
 fi
 "$PROMTOOL2" --version 2>&1 | head -1
 "$PROMTOOL3" --version 2>&1 | head -1

@@ -13,8 +13,9 @@ Generated (never edit by hand; `--check` fails when they differ from what this w
   python deploy/monitoring/generate.py           write them
   python deploy/monitoring/generate.py --check   exit 1 if any differs (CI)
 
-Needs PyYAML and grafana-foundation-sdk (deploy/monitoring/test.sh installs the pinned versions
-into target/monitoring-venv).
+Needs PyYAML and grafana-foundation-sdk: deploy/monitoring/test.sh installs the pinned versions
+into target/monitoring/venv, so after one run of it:
+  target/monitoring/venv/bin/python deploy/monitoring/generate.py
 """
 
 import json

@@ -164,6 +164,12 @@ impl App {
             draining: draining.clone(),
         });
         let service = RequestMetricsLayer::new(metrics.clone()).layer(router);
+        metrics.drain_budget.set(
+            config
+                .shutdown_grace
+                .saturating_sub(config.drain_delay)
+                .as_secs_f64(),
+        );
         let serve_options = ServeOptions {
             header_timeout: config.client_header_timeout,
             drain_delay: config.drain_delay,

@@ -17,7 +17,7 @@
 //! | 4 | [`http`] | bodies, responses, the error→status map, admission, upstream client (and its way out through the egress proxy) and what both paths forward with, inbound auth and TLS, server |
 //! | 3 | [`aws`] | SDK credential chain and AssumeRole (STS region and endpoint, the SDK's client through the egress proxy), credential cache and refresher, SigV4, clock |
 //! | 2 | [`config`] | flags, routes file, validation, endpoint forms, the egress proxy settings, the paths the proxy answers on |
-//! | 1 | [`telemetry`] | metrics registry and its label types, logging |
+//! | 1 | [`telemetry`] | metrics registry and its label types, `process_*` metrics, logging |
 //! | 0 | [`remote_write`] | the remote-write payload: decode, count, validate, rewrite |
 //!
 //! # One write request

@@ -261,11 +261,17 @@ where
             }
             .into())
         }
-        Endpoint::Metrics => Ok(text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.forwarding.metrics.encode(),
-        )),
+        Endpoint::Metrics => {
+            let metrics = &shared.forwarding.metrics;
+            let ready =
+                !shared.draining.load(Ordering::Relaxed) && unready_routes(shared).is_empty();
+            metrics.ready.set(i64::from(ready));
+            Ok(text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.encode(),
+            ))
+        }
         Endpoint::Healthy => Ok(text(
             StatusCode::OK,
             "text/plain; charset=utf-8",
@@ -294,14 +300,7 @@ where
 /// Ready once every route has valid credentials: a route without them can only answer 503, so
 /// the instance stays out of rotation until all of its senders can be served.
 fn readiness(shared: &Shared) -> Response<ResponseBody> {
-    let missing: Vec<(&str, String)> = shared
-        .routes
-        .iter()
-        .filter_map(|r| {
-            let d = &r.destination;
-            d.credentials.get().err().map(|e| (d.name, e.to_string()))
-        })
-        .collect();
+    let missing = unready_routes(shared);
     if missing.is_empty() {
         return text(
             StatusCode::OK,
@@ -334,6 +333,18 @@ fn readiness(shared: &Shared) -> Response<ResponseBody> {
         "text/plain; charset=utf-8",
         body,
     )
+}
+
+/// The routes without valid credentials, with why.
+fn unready_routes(shared: &Shared) -> Vec<(&'static str, String)> {
+    shared
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let d = &r.destination;
+            d.credentials.get().err().map(|e| (d.name, e.to_string()))
+        })
+        .collect()
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {

@@ -87,6 +87,25 @@ fn upstream_latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+/// Labels of `amp_rw_proxy_request_duration_seconds`: the endpoint, as in the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    /// Route name.
+    pub route: &'static str,
+    /// Path label.
+    pub path: &'static str,
+}
+
+/// Labels of `amp_rw_proxy_upstream_attempts_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    /// Route.
+    pub route: &'static str,
+    /// The upstream's status class (`2xx`, `4xx`, `5xx`, ...) or, without an answer,
+    /// `connect_error`, `timeout` or `broken` (see the write path's `attempt_result`).
+    pub result: &'static str,
+}
+
 /// Labels of `amp_rw_proxy_overload_rejections_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
@@ -235,6 +254,15 @@ pub struct Metrics {
     pub overload_rejections: Family<LimitLabels, Counter>,
     /// Remote-write accounting.
     pub payload: PayloadMetrics,
+    /// Every upstream write attempt (retries included), by route and result.
+    pub upstream_attempts: Family<AttemptLabels, Counter>,
+    /// Whole-request time (body read, retries and backoff included) on routes' endpoints.
+    pub request_duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    /// 1 while `/-/ready` would answer 200; set on each scrape of `/metrics`.
+    pub ready: Gauge,
+    /// `--shutdown-grace` minus `--drain-delay`: how long in-flight requests get once a
+    /// shutdown closes the listener.
+    pub drain_budget: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -323,6 +351,31 @@ impl Metrics {
         );
         let payload = PayloadMetrics::default();
         payload.register(registry);
+        let upstream_attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "upstream_attempts",
+            "Upstream write attempts (each retry counts), by status class or connect_error/timeout/broken",
+            upstream_attempts.clone(),
+        );
+        let request_duration: Family<DurationLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(upstream_latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to its answer's headers, retries and backoff included, on the routes' write and query paths",
+            request_duration.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 if /-/ready answers 200 (every route has valid credentials and no shutdown has begun), else 0",
+            ready.clone(),
+        );
+        let drain_budget = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "drain_budget_seconds",
+            "Time in-flight requests get after a shutdown closes the listener (--shutdown-grace minus --drain-delay)",
+            drain_budget.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -330,6 +383,8 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "Build information", build_info);
+        // Unprefixed, as every Prometheus client names them.
+        root.register_collector(Box::new(super::process::ProcessCollector::new()));
         Self {
             registry: root,
             requests,
@@ -345,6 +400,10 @@ impl Metrics {
             upstream_rejected_samples,
             overload_rejections,
             payload,
+            upstream_attempts,
+            request_duration,
+            ready,
+            drain_budget,
         }
     }
 
@@ -438,6 +497,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         self.metrics.in_flight.inc();
         let guard = InFlight(self.metrics.clone());
+        let started = std::time::Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await;
@@ -456,6 +516,14 @@ where
                         code: resp.status().as_u16(),
                     })
                     .inc();
+                // Only the routes' endpoints: scrapes and probes would only dilute it.
+                if !route.is_empty() {
+                    guard
+                        .0
+                        .request_duration
+                        .get_or_create(&DurationLabels { route, path })
+                        .observe(started.elapsed().as_secs_f64());
+                }
             }
             drop(guard);
             result

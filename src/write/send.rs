@@ -12,7 +12,7 @@ use super::retry::{self, GiveUp, Rejection, RetryReason, Verdict};
 use crate::http::body::BufferedBody;
 use crate::http::upstream::UpstreamAnswer;
 use crate::http::{ProxyError, ResponseBody};
-use crate::telemetry::metrics::RetryLabels;
+use crate::telemetry::metrics::{AttemptLabels, RetryLabels};
 use crate::telemetry::one_line_snippet;
 
 /// Shortest time worth starting an upstream attempt with (capped at a quarter of the deadline).
@@ -63,6 +63,14 @@ pub async fn with_retries(
             .min(deadline.saturating_duration_since(Instant::now()));
         let outcome = ctx.forwarding.client.send(outbound, attempt_timeout).await;
         target.metrics.forwarded_bytes.inc_by(body.len());
+        ctx.forwarding
+            .metrics
+            .upstream_attempts
+            .get_or_create(&AttemptLabels {
+                route: target.name,
+                result: attempt_result(&outcome),
+            })
+            .inc();
         if let Ok(answer) = &outcome {
             target
                 .metrics
@@ -106,7 +114,23 @@ pub async fn with_retries(
     }
 }
 
-/// A final outcome: the upstream's answer relayed (a final 429 as 400), or our error.
+/// The `result` label of one attempt: the upstream's status class, or why there was no answer.
+fn attempt_result(outcome: &Result<UpstreamAnswer, ProxyError>) -> &'static str {
+    match outcome {
+        Ok(answer) => match answer.status.as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        },
+        Err(ProxyError::UpstreamConnect(_) | ProxyError::EgressProxy(_)) => "connect_error",
+        Err(ProxyError::UpstreamTimeout(_)) => "timeout",
+        Err(_) => "broken",
+    }
+}
+
+/// A final outcome: the upstream's answer relayed (a lasting-limit 429 as 400), or our error.
 fn finish(
     ctx: &WriteContext<'_>,
     outcome: Result<UpstreamAnswer, ProxyError>,

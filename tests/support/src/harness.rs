@@ -295,6 +295,12 @@ pub enum Role<'a> {
         extra_targets: &'a [SocketAddr],
         remote_write_yaml: &'a str,
     },
+    /// Scrapes `targets` as job `amp-rw-proxy` every second and evaluates `rule_file` every
+    /// second (the monitoring rules against a real proxy); sends nothing.
+    Monitor {
+        targets: &'a [SocketAddr],
+        rule_file: &'a Path,
+    },
 }
 
 impl Prometheus {
@@ -304,6 +310,16 @@ impl Prometheus {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config = match &role {
             Role::Receiver { .. } => "global:\n  scrape_interval: 15s\n".to_string(),
+            Role::Monitor { targets, rule_file } => {
+                let targets: Vec<String> = targets.iter().map(|a| format!("'{a}'")).collect();
+                format!(
+                    "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                     rule_files: ['{}']\n\
+                     scrape_configs:\n  - job_name: amp-rw-proxy\n    static_configs: [{{targets: [{}]}}]\n",
+                    rule_file.display(),
+                    targets.join(", ")
+                )
+            }
             Role::Sender { .. } | Role::SenderWith { .. } => {
                 let (url, extra_targets, rw2, more) = match &role {
                     Role::Sender {
@@ -316,7 +332,7 @@ impl Prometheus {
                         extra_targets,
                         remote_write_yaml,
                     } => (*url, *extra_targets, false, *remote_write_yaml),
-                    Role::Receiver { .. } => unreachable!(),
+                    Role::Receiver { .. } | Role::Monitor { .. } => unreachable!(),
                 };
                 let extra: Vec<String> = extra_targets.iter().map(|a| format!("'{a}'")).collect();
                 let mut message = if rw2 {
@@ -361,6 +377,7 @@ impl Prometheus {
                 "prometheus-receiver"
             }
             Role::Sender { .. } | Role::SenderWith { .. } => "prometheus-sender",
+            Role::Monitor { .. } => "prometheus-monitor",
         };
         let proc = Proc::spawn(name, cmd);
         Self {
@@ -462,6 +479,12 @@ impl Prometheus {
                 (labels.join(","), r["values"].as_array().map_or(0, Vec::len))
             })
             .collect()
+    }
+
+    /// A GET of this Prometheus's HTTP API (`path` with its query string), as JSON.
+    pub async fn api(&self, path: &str) -> Value {
+        let a = get(&self.url(path)).await;
+        serde_json::from_slice(&a.body).unwrap_or_else(|_| panic!("bad answer {}", a.text()))
     }
 
     /// Sum over all series of `name` in this Prometheus's own /metrics.

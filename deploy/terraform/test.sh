@@ -38,7 +38,7 @@
 # Needs: terraform on PATH and the hashicorp/aws provider in a filesystem mirror (both come with
 # the machine image; found here, else a clear failure), the peers of tests/peers/install.sh (moto,
 # boto3, botocore, Prometheus 2.42 as the stand-in's receiver; installed if missing), cargo.
-# AMP_RW_PROXY_BIN=PATH: use this binary instead of `cargo build` (debug, as tests/run.sh builds it).
+# CHECK_BINARY=PATH: use this amp-rw-proxy binary instead of `cargo build` (debug, as tests/run.sh builds it).
 # Everything binds 127.0.0.1; Terraform's working files and state live under target/terraform-test/.
 set -euo pipefail
 
@@ -86,8 +86,8 @@ bash tests/peers/install.sh >/dev/null 2>"$WORK.peers.log" || { cat "$WORK.peers
 . target/peers/env
 PY="$AMP_E2E_PYTHON"
 PROM="$AMP_E2E_PROMETHEUS"
-if [ -n "${AMP_RW_PROXY_BIN:-}" ]; then
-  BIN="$AMP_RW_PROXY_BIN"
+if [ -n "${CHECK_BINARY:-}" ]; then
+  BIN="$CHECK_BINARY"
 else
   nice -n 10 cargo build --locked --quiet --bin amp-rw-proxy
   BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/amp-rw-proxy"

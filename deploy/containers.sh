@@ -17,8 +17,9 @@
 #             tests/containers/compose.override.yml (stand-in settings, the test CA, the test
 #             network, no host ports, a locally built Prometheus image); samples arrive at the
 #             receiver; `down` removes the containers (`down -v` the volume too)
-#   kube      `podman kube play` of deploy/kubernetes/sidecar (Prometheus + proxy in one pod, its
-#             ConfigMap) and the gateway Deployment, with env pointed at the stand-ins; samples
+#   kube      `podman kube play` of the Kustomize overlays sidecar-irsa (Prometheus + proxy in one
+#             pod, its ConfigMap) and gateway, rendered by `kubectl kustomize` as `kubectl apply -k`
+#             would send them, with env pointed at the stand-ins; samples
 #             written by the pod's Prometheus arrive, verified; fields podman ignores are listed
 #   failover  three proxy containers behind HAProxy (health-checked on /-/ready), a real Prometheus
 #             writing through it; one replica SIGKILLed, another restarted with SIGTERM during the
@@ -86,6 +87,9 @@ for pair in podman:podman runc:runc catatonit:catatonit haproxy:haproxy musl-gcc
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 [ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
+# kubectl (with Kustomize) renders the overlays that `podman kube play` plays; it comes with the
+# machine image, Debian bookworm has no package for it.
+command -v kubectl >/dev/null 2>&1 || fail "kubectl is not on PATH (it comes with the machine image: kubectl 1.32 with Kustomize 5.5)"
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -603,8 +607,14 @@ scenario_compose() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Renders deploy/kubernetes manifests for `podman kube play` against the stand-ins, printing each
-# change. render_kube OUT.yaml CONFIGMAP_OUT|- FILES...
+# What `kubectl apply -k deploy/kubernetes/overlays/NAME` would send: kustomize_overlay NAME writes
+# $WORK/kustomize-NAME.yaml.
+kustomize_overlay() {
+  kubectl kustomize "deploy/kubernetes/overlays/$1" >"$WORK/kustomize-$1.yaml" || fail "kubectl kustomize deploy/kubernetes/overlays/$1"
+  ok "kubectl kustomize overlays/$1: $(grep -c '^kind:' "$WORK/kustomize-$1.yaml") objects"
+}
+# Renders deploy/kubernetes manifests (the rendered overlays) for `podman kube play` against the
+# stand-ins, printing each change. render_kube OUT.yaml CONFIGMAP_OUT|- FILES...
 render_kube() {
   IMAGE="$IMAGE" PROM_IMAGE="$PROM_IMAGE" UPSTREAM_URL="$UPSTREAM_URL" ROLE_ARN="$ROLE_ARN" EXTERNAL_ID="$EXTERNAL_ID" \
     REGION="$REGION" STS_ENDPOINT="$STS_ENDPOINT" CA_BUNDLE="$tls/bundle.crt" "$PY" - "$@" <<'PY'
@@ -683,13 +693,13 @@ pod_ip() {
 }
 
 scenario_kube() {
-  log "kube: podman kube play deploy/kubernetes/sidecar and the gateway Deployment"
+  log "kube: podman kube play of the rendered overlays sidecar-irsa and gateway (deploy/kubernetes/overlays)"
   local out="$WORK/kube-sidecar.yaml" cm="$WORK/kube-sidecar-configmap.yaml"
   local accepted0 rejected0
   accepted0="$(standin_stat accepted)"
   rejected0="$(standin_stat rejected)"
-  render_kube "$out" "$cm" deploy/kubernetes/sidecar/prometheus-config.yaml deploy/kubernetes/sidecar/prometheus.yaml \
-    deploy/kubernetes/sidecar/serviceaccount-irsa.yaml deploy/kubernetes/sidecar/networkpolicy.yaml
+  kustomize_overlay sidecar-irsa
+  render_kube "$out" "$cm" "$WORK/kustomize-sidecar-irsa.yaml"
   local t0 ms
   t0="$(date +%s%N)"
   podman kube play --network "$NET" --configmap "$cm" "$out" >"$WORK/kube-sidecar.log" 2>&1 ||
@@ -728,9 +738,8 @@ scenario_kube() {
 
   # The gateway Deployment (no replicas: the HPA's; podman makes one pod) with a host sender.
   local gout="$WORK/kube-gateway.yaml"
-  render_kube "$gout" - deploy/kubernetes/gateway/deployment.yaml deploy/kubernetes/gateway/service.yaml \
-    deploy/kubernetes/gateway/hpa.yaml deploy/kubernetes/gateway/pdb.yaml deploy/kubernetes/gateway/networkpolicy.yaml \
-    deploy/kubernetes/gateway/serviceaccount.yaml
+  kustomize_overlay gateway
+  render_kube "$gout" - "$WORK/kustomize-gateway.yaml"
   podman kube play --network "$NET" "$gout" >"$WORK/kube-gateway.log" 2>&1 || { cat "$WORK/kube-gateway.log"; fail "podman kube play gateway"; }
   local gpod gip gc
   gpod="$(podman pod ps --format '{{.Name}}' | grep '^amp-rw-proxy-pod' | sed -n 1p)"

@@ -12,10 +12,14 @@
 #   rustup: the x86_64-unknown-linux-musl target
 # and checks, failing on the first problem:
 #   1. deploy/Dockerfile: hadolint with zero findings, and that it builds the way step 5 does
-#   2. Kubernetes manifests: kubernetes-validate --strict against every version in K8S_VERSIONS;
-#      the kube-prometheus-stack values (Helm values, not a manifest) are parsed and their
-#      container is validated inside a Pod; wiring (selectors, ports, probes, securityContext,
-#      listen addresses, IRSA annotations) is checked; Prometheus configs pass promtool
+#   2. Kubernetes: every Kustomize overlay under kubernetes/overlays rendered with `kubectl
+#      kustomize` (kubectl comes with the machine image), each render validated with
+#      kubernetes-validate --strict against every version in K8S_VERSIONS; the
+#      kube-prometheus-stack values (Helm values, not a manifest) are parsed and their container
+#      is validated inside a Pod; the wiring of each render (selectors, ports, probes,
+#      securityContext, listen addresses, IRSA annotations, the routes file's mounts) is checked,
+#      and that CPU/memory are set only in base/<workload>/resources.yaml; Prometheus configs
+#      pass promtool
 #   3. IAM: cfn-lint with zero findings on both templates, plus cfn-lint on account-b.yaml with
 #      its IRSA trust policy (a Fn::Sub JSON string, opaque to cfn-lint) rendered in place
 #   4. docker-compose.yml: `docker-compose config` (schema) and wiring checks
@@ -27,7 +31,7 @@
 #      server (empty environment + dummy static keys, like a container): /-/healthy and /-/ready
 #      200, /metrics, a remote-write that is signed and fails upstream with 502, SIGTERM ->
 #      /-/ready 503 during the drain delay, then exit 0; and the gateway's routes file
-#      (kubernetes/gateway/teams/routes.yaml) accepted as the pod would mount it
+#      (kubernetes/overlays/gateway-routes/routes.toml) accepted as the pod would mount it
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -172,16 +176,16 @@ def port_number(container, port):
     return None
 
 
-def check_proxy_container(where, c, pod, want_listen):
+def check_proxy_container(where, c, pod, want_listen, single_route=True):
     """The proxy's container: listen address, probes, resources, hardening."""
     env = env_of(c)
     if env.get("AMP_RW_PROXY_LISTEN") != want_listen:
         err(f"{where}: AMP_RW_PROXY_LISTEN is {env.get('AMP_RW_PROXY_LISTEN')!r}, want {want_listen!r}")
-    for name in ("AMP_RW_PROXY_UPSTREAM_URL", "AMP_RW_PROXY_ROLE_ARN"):
+    for name in ("AMP_RW_PROXY_UPSTREAM_URL", "AMP_RW_PROXY_ROLE_ARN") if single_route else ("AMP_RW_PROXY_CONFIG",):
         if not env.get(name):
             err(f"{where}: {name} not set")
     url = env.get("AMP_RW_PROXY_UPSTREAM_URL") or ""
-    if not re.fullmatch(r"https://aps-workspaces\.[a-z0-9-]+\.amazonaws\.com/workspaces/[\w-]+/api/v1/remote_write", url):
+    if single_route and not re.fullmatch(r"https://aps-workspaces\.[a-z0-9-]+\.amazonaws\.com/workspaces/[\w-]+/api/v1/remote_write", url):
         err(f"{where}: upstream URL {url!r} is not an AMP remote-write URL")
     port = listen_port(c)
     for probe, path in (("livenessProbe", "/-/healthy"), ("readinessProbe", "/-/ready")):
@@ -233,121 +237,213 @@ def remote_write_urls(prom_yml):
     return [rw["url"] for rw in cfg.get("remote_write", [])]
 
 
-def k8s():
-    base = "deploy/kubernetes"
-    docs = {}
-    for path in sorted(glob.glob(f"{base}/**/*.yaml", recursive=True)):
-        if "/kube-prometheus-stack/" in path:
+OVERLAYS = ("sidecar-irsa", "sidecar-pod-identity", "gateway", "gateway-routes")
+
+
+def one(docs, kind, where):
+    found = [d for d in docs if d["kind"] == kind]
+    if len(found) != 1:
+        err(f"{where}: want one {kind}, found {len(found)}")
+        return None
+    return found[0]
+
+
+def sizing_in_one_place():
+    """CPU/memory live only in base/<workload>/resources.yaml: no other file under
+    deploy/kubernetes (bases, overlays, components) sets a container's resources."""
+    for path in sorted(glob.glob("deploy/kubernetes/**/*.yaml", recursive=True)):
+        if "/kube-prometheus-stack/" in path or path.endswith("/resources.yaml"):
             continue
         for d in load_all(path):
-            docs.setdefault(path, []).append(d)
-            ns = d["metadata"].get("namespace")
-            if d["kind"] != "Namespace" and ns != "monitoring":
-                err(f"{path}: {d['kind']} {d['metadata']['name']} is in namespace {ns!r}, want monitoring")
-    by_kind = {}
-    for path, ds in docs.items():
-        for d in ds:
-            by_kind.setdefault(d["kind"], []).append((path, d))
+            spec = pod_spec(d) if isinstance(d, dict) and "kind" in d else None
+            for c in (spec or {}).get("initContainers", []) + (spec or {}).get("containers", []):
+                if "resources" in c:
+                    err(f"{path}: container {c['name']} sets resources; sizing belongs in base/<workload>/resources.yaml only")
+    for workload in ("sidecar", "gateway"):
+        if not os.path.isfile(f"deploy/kubernetes/base/{workload}/resources.yaml"):
+            err(f"deploy/kubernetes/base/{workload}/resources.yaml is missing")
 
-    # --- sidecar
-    sc_dir = f"{base}/sidecar"
-    (dep,) = docs[f"{sc_dir}/prometheus.yaml"]
+
+def check_sidecar(name, docs, irsa):
+    where = f"overlays/{name}"
+    dep = one(docs, "Deployment", where)
+    cm = one(docs, "ConfigMap", where)
+    sa = one(docs, "ServiceAccount", where)
+    np_sc = one(docs, "NetworkPolicy", where)
+    if None in (dep, cm, sa, np_sc):
+        return
     spec = pod_spec(dep)
     proxies = proxy_containers(spec)
     if len(proxies) != 1:
-        err("sidecar: want exactly one amp-rw-proxy container in the Prometheus pod")
+        err(f"{where}: want exactly one amp-rw-proxy container in the Prometheus pod")
     else:
         p = proxies[0]
         # Loopback-only would fail the kubelet's probes (they come to the pod IP from the node).
-        check_proxy_container("sidecar amp-rw-proxy", p, spec, "0.0.0.0:8080")
+        check_proxy_container(f"{where} amp-rw-proxy", p, spec, "0.0.0.0:8080")
         if p in spec.get("initContainers", []) and p.get("restartPolicy") != "Always":
-            err("sidecar: an init-container proxy needs restartPolicy: Always (native sidecar)")
+            err(f"{where}: an init-container proxy needs restartPolicy: Always (native sidecar)")
     prom = [c for c in spec["containers"] if c["name"] == "prometheus"]
     if not prom:
-        err("sidecar: no prometheus container")
-    (cm,) = docs[f"{sc_dir}/prometheus-config.yaml"]
+        err(f"{where}: no prometheus container")
+    elif not ((prom[0].get("resources") or {}).get("requests") and (prom[0].get("resources") or {}).get("limits")):
+        err(f"{where}: prometheus container without resources")
     urls = remote_write_urls(cm["data"]["prometheus.yml"])
     if urls != ["http://127.0.0.1:8080/api/v1/write"]:
-        err(f"sidecar: Prometheus remote_write {urls}, want the proxy on http://127.0.0.1:8080/api/v1/write")
+        err(f"{where}: Prometheus remote_write {urls}, want the proxy on http://127.0.0.1:8080/api/v1/write")
     mounts = {v["name"]: v for v in spec.get("volumes", [])}
     if (mounts.get("config") or {}).get("configMap", {}).get("name") != cm["metadata"]["name"]:
-        err("sidecar: the config volume does not mount the prometheus-config ConfigMap")
-    for variant, want_annotation in (("serviceaccount-irsa.yaml", True), ("serviceaccount-pod-identity.yaml", False)):
-        (sa,) = docs[f"{sc_dir}/{variant}"]
-        if sa["metadata"]["name"] != spec.get("serviceAccountName"):
-            err(f"sidecar: {variant} names {sa['metadata']['name']}, the pod uses {spec.get('serviceAccountName')}")
-        has = "eks.amazonaws.com/role-arn" in (sa["metadata"].get("annotations") or {})
-        if has != want_annotation:
-            err(f"sidecar: {variant}: eks.amazonaws.com/role-arn annotation {'missing' if want_annotation else 'must be absent'}")
-    (np_sc,) = docs[f"{sc_dir}/networkpolicy.yaml"]
+        err(f"{where}: the config volume does not mount the prometheus-config ConfigMap")
+    if sa["metadata"]["name"] != spec.get("serviceAccountName"):
+        err(f"{where}: the ServiceAccount is {sa['metadata']['name']}, the pod uses {spec.get('serviceAccountName')}")
+    check_irsa(where, sa, irsa)
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     if not selector_matches(np_sc["spec"]["podSelector"], pod_labels):
-        err("sidecar: networkpolicy.yaml does not select the Prometheus pod")
+        err(f"{where}: the NetworkPolicy does not select the Prometheus pod")
     open_ports = {p["port"] for r in np_sc["spec"].get("ingress", []) for p in r.get("ports", [])}
     if 8080 in open_ports or not np_sc["spec"].get("ingress"):
-        err("sidecar: networkpolicy.yaml must open 9090 only, never the proxy's 8080")
+        err(f"{where}: the NetworkPolicy must open 9090 only, never the proxy's 8080")
     if not selector_matches(dep["spec"]["selector"], pod_labels):
-        err("sidecar: Deployment selector does not match its pod labels")
+        err(f"{where}: Deployment selector does not match its pod labels")
+    return pod_labels
 
-    # --- gateway
-    gw_dir = f"{base}/gateway"
-    (gdep,) = docs[f"{gw_dir}/deployment.yaml"]
+
+def check_irsa(where, sa, irsa):
+    annotations = sa["metadata"].get("annotations") or {}
+    arn = annotations.get("eks.amazonaws.com/role-arn")
+    if irsa and not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", arn or ""):
+        err(f"{where}: ServiceAccount {sa['metadata']['name']} lacks the IRSA annotation eks.amazonaws.com/role-arn (got {arn!r})")
+    if not irsa and annotations:
+        err(f"{where}: ServiceAccount {sa['metadata']['name']} must carry no annotation with Pod Identity, has {sorted(annotations)}")
+
+
+def check_gateway(name, docs, prometheus_labels, routes):
+    where = f"overlays/{name}"
+    gdep = one(docs, "Deployment", where)
+    if gdep is None:
+        return
     gspec = pod_spec(gdep)
     glabels = gdep["spec"]["template"]["metadata"]["labels"]
     if not selector_matches(gdep["spec"]["selector"], glabels):
-        err("gateway: Deployment selector does not match its pod labels")
+        err(f"{where}: Deployment selector does not match its pod labels")
     (gp,) = proxy_containers(gspec) or [None]
     if gp is None:
-        err("gateway: no amp-rw-proxy container")
+        err(f"{where}: no amp-rw-proxy container")
         return
-    check_proxy_container("gateway amp-rw-proxy", gp, gspec, "0.0.0.0:8080")
+    check_proxy_container(f"{where} amp-rw-proxy", gp, gspec, "0.0.0.0:8080", single_route=not routes)
+    if routes:
+        check_routes(where, docs, gp, gspec)
     if "replicas" in gdep["spec"]:
-        err("gateway: Deployment must not set replicas (the HPA owns it)")
-    (svc,) = docs[f"{gw_dir}/service.yaml"]
-    if svc["spec"]["selector"] != {k: glabels[k] for k in svc["spec"]["selector"] if k in glabels}:
-        err("gateway: Service selector does not match the pods")
-    for sp in svc["spec"]["ports"]:
-        if port_number(gp, sp["targetPort"]) != 8080:
-            err("gateway: Service targetPort is not the proxy's 8080")
-    (hpa,) = docs[f"{gw_dir}/hpa.yaml"]
-    ref = hpa["spec"]["scaleTargetRef"]
-    if (ref["kind"], ref["name"]) != ("Deployment", gdep["metadata"]["name"]) or hpa["apiVersion"] != "autoscaling/v2":
-        err("gateway: HPA must be autoscaling/v2 and target the Deployment")
-    if hpa["spec"].get("minReplicas", 1) < 2:
-        err("gateway: HPA minReplicas < 2 leaves no replica during a disruption")
-    (pdb,) = docs[f"{gw_dir}/pdb.yaml"]
-    if not selector_matches(pdb["spec"]["selector"], glabels):
-        err("gateway: PDB does not select the pods")
-    (np_gw,) = docs[f"{gw_dir}/networkpolicy.yaml"]
-    spec_np = np_gw["spec"]
-    if not selector_matches(spec_np["podSelector"], glabels):
-        err("gateway: NetworkPolicy does not select the pods")
-    if sorted(spec_np.get("policyTypes", [])) != ["Egress", "Ingress"]:
-        err("gateway: NetworkPolicy must restrict Ingress and Egress")
-    ingress = spec_np.get("ingress", [])
-    for rule in ingress:
-        if [p["port"] for p in rule.get("ports", [])] != [8080]:
-            err("gateway: NetworkPolicy ingress must open only port 8080")
-        for peer in rule.get("from", []):
-            if not selector_matches(peer.get("podSelector") or {}, pod_labels) or not (peer.get("podSelector") or {}).get("matchLabels"):
-                err("gateway: NetworkPolicy ingress must admit only Prometheus pods (as labelled in the sidecar example)")
-    if not ingress:
-        err("gateway: NetworkPolicy has no ingress rule for Prometheus")
-    egress_ports = {(p.get("protocol", "TCP"), p["port"]) for r in spec_np.get("egress", []) for p in r.get("ports", [])}
-    for want in (("TCP", 443), ("UDP", 53), ("TCP", 53)):
-        if want not in egress_ports:
-            err(f"gateway: NetworkPolicy egress lacks {want[1]}/{want[0]}")
-    (gsa,) = docs[f"{gw_dir}/serviceaccount.yaml"]
-    if gsa["metadata"]["name"] != gspec.get("serviceAccountName"):
-        err("gateway: the pod does not use serviceaccount.yaml")
-    if "eks.amazonaws.com/role-arn" not in (gsa["metadata"].get("annotations") or {}):
-        err("gateway: serviceaccount.yaml lacks the IRSA annotation")
-    done(f"Kubernetes wiring ({sum(len(v) for v in docs.values())} objects)")
+        err(f"{where}: Deployment must not set replicas (the HPA owns it)")
+    svc = one(docs, "Service", where)
+    if svc:
+        if svc["spec"]["selector"] != {k: glabels[k] for k in svc["spec"]["selector"] if k in glabels}:
+            err(f"{where}: Service selector does not match the pods")
+        for sp in svc["spec"]["ports"]:
+            if port_number(gp, sp["targetPort"]) != 8080:
+                err(f"{where}: Service targetPort is not the proxy's 8080")
+    hpa = one(docs, "HorizontalPodAutoscaler", where)
+    if hpa:
+        ref = hpa["spec"]["scaleTargetRef"]
+        if (ref["kind"], ref["name"]) != ("Deployment", gdep["metadata"]["name"]) or hpa["apiVersion"] != "autoscaling/v2":
+            err(f"{where}: HPA must be autoscaling/v2 and target the Deployment")
+        if hpa["spec"].get("minReplicas", 1) < 2:
+            err(f"{where}: HPA minReplicas < 2 leaves no replica during a disruption")
+        if [m.get("resource", {}).get("name") for m in hpa["spec"].get("metrics", [])] != ["cpu"]:
+            err(f"{where}: HPA must scale on CPU (relative to the request in base/gateway/resources.yaml)")
+    pdb = one(docs, "PodDisruptionBudget", where)
+    if pdb and not selector_matches(pdb["spec"]["selector"], glabels):
+        err(f"{where}: PDB does not select the pods")
+    np_gw = one(docs, "NetworkPolicy", where)
+    if np_gw:
+        spec_np = np_gw["spec"]
+        if not selector_matches(spec_np["podSelector"], glabels):
+            err(f"{where}: NetworkPolicy does not select the pods")
+        if sorted(spec_np.get("policyTypes", [])) != ["Egress", "Ingress"]:
+            err(f"{where}: NetworkPolicy must restrict Ingress and Egress")
+        ingress = spec_np.get("ingress", [])
+        for rule in ingress:
+            if [p["port"] for p in rule.get("ports", [])] != [8080]:
+                err(f"{where}: NetworkPolicy ingress must open only port 8080")
+            for peer in rule.get("from", []):
+                if not selector_matches(peer.get("podSelector") or {}, prometheus_labels) or not (peer.get("podSelector") or {}).get("matchLabels"):
+                    err(f"{where}: NetworkPolicy ingress must admit only Prometheus pods (as labelled in the sidecar)")
+        if not ingress:
+            err(f"{where}: NetworkPolicy has no ingress rule for Prometheus")
+        egress_ports = {(p.get("protocol", "TCP"), p["port"]) for r in spec_np.get("egress", []) for p in r.get("ports", [])}
+        for want in (("TCP", 443), ("UDP", 53), ("TCP", 53)):
+            if want not in egress_ports:
+                err(f"{where}: NetworkPolicy egress lacks {want[1]}/{want[0]}")
+    gsa = one(docs, "ServiceAccount", where)
+    if gsa:
+        if gsa["metadata"]["name"] != gspec.get("serviceAccountName"):
+            err(f"{where}: the pod does not use the ServiceAccount {gsa['metadata']['name']}")
+        check_irsa(where, gsa, True)
 
 
-def prom_config(out_path):
-    """Writes the sidecar ConfigMap's prometheus.yml for promtool."""
-    (cm,) = load_all("deploy/kubernetes/sidecar/prometheus-config.yaml")
+def check_routes(where, docs, c, spec):
+    """gateway-routes: the routes file replaces the single route, mounted where the env says,
+    with the teams' tokens where the file's relative paths point."""
+    env = env_of(c)
+    for name in ("AMP_RW_PROXY_UPSTREAM_URL", "AMP_RW_PROXY_ROLE_ARN", "AMP_RW_PROXY_EXTERNAL_ID"):
+        if name in env:
+            err(f"{where}: {name} is set; with a routes file each route has its own")
+    config = env.get("AMP_RW_PROXY_CONFIG") or ""
+    cm = one(docs, "ConfigMap", where)
+    if cm is None:
+        return
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    cm_volume = [n for n, v in volumes.items() if (v.get("configMap") or {}).get("name") == cm["metadata"]["name"]]
+    if len(cm_volume) != 1 or mounts.get(cm_volume[0]) != os.path.dirname(config):
+        err(f"{where}: the routes ConfigMap {cm['metadata']['name']} is not mounted at the directory of AMP_RW_PROXY_CONFIG ({config!r})")
+    key = os.path.basename(config)
+    if key not in cm.get("data", {}):
+        err(f"{where}: the routes ConfigMap has no key {key!r} (AMP_RW_PROXY_CONFIG)")
+        return
+    secret_dirs = {mounts.get(n) for n, v in volumes.items() if "secret" in v}
+    for token in re.findall(r'^inbound_bearer_token_file\s*=\s*"([^"]+)"', cm["data"][key], re.M):
+        path = os.path.normpath(os.path.join(os.path.dirname(config), token))
+        if os.path.dirname(path) not in secret_dirs:
+            err(f"{where}: token file {token} ({path}) is not in a mounted Secret ({sorted(d for d in secret_dirs if d)})")
+    with open(os.path.join(RENDER_DIR, "routes.toml"), "w") as f:
+        f.write(cm["data"][key])
+
+
+RENDER_DIR = None
+
+
+def k8s(render_dir):
+    """Wiring of every rendered overlay (kubectl kustomize output)."""
+    global RENDER_DIR
+    RENDER_DIR = render_dir
+    sizing_in_one_place()
+    rendered = {}
+    for name in OVERLAYS:
+        docs = load_all(f"{render_dir}/{name}.yaml")
+        rendered[name] = docs
+        for d in docs:
+            ns = d["metadata"].get("namespace")
+            if d["kind"] == "Namespace":
+                if d["metadata"]["name"] != "monitoring":
+                    err(f"overlays/{name}: Namespace {d['metadata']['name']}, want monitoring")
+            elif ns != "monitoring":
+                err(f"overlays/{name}: {d['kind']} {d['metadata']['name']} is in namespace {ns!r}, want monitoring")
+        if not any(d["kind"] == "Namespace" for d in docs):
+            err(f"overlays/{name}: no Namespace (kubectl apply -k must create monitoring)")
+    labels = check_sidecar("sidecar-irsa", rendered["sidecar-irsa"], irsa=True)
+    check_sidecar("sidecar-pod-identity", rendered["sidecar-pod-identity"], irsa=False)
+    # The two sidecar overlays differ only in the ServiceAccount's annotations.
+    strip = lambda docs: [d for d in docs if d["kind"] != "ServiceAccount"]
+    if strip(rendered["sidecar-irsa"]) != strip(rendered["sidecar-pod-identity"]):
+        err("overlays sidecar-irsa and sidecar-pod-identity differ in more than the ServiceAccount")
+    check_gateway("gateway", rendered["gateway"], labels or {}, routes=False)
+    check_gateway("gateway-routes", rendered["gateway-routes"], labels or {}, routes=True)
+    done(f"Kubernetes wiring of {len(OVERLAYS)} rendered overlays ({sum(len(v) for v in rendered.values())} objects); sizing only in base/*/resources.yaml")
+
+
+def prom_config(render_dir, out_path):
+    """Writes the rendered sidecar ConfigMap's prometheus.yml for promtool."""
+    cm = one(load_all(f"{render_dir}/sidecar-irsa.yaml"), "ConfigMap", "overlays/sidecar-irsa")
     with open(out_path, "w") as f:
         f.write(cm["data"]["prometheus.yml"])
 
@@ -582,18 +678,30 @@ grep -qx '!deploy/rootfs' .dockerignore || fail ".dockerignore must keep deploy/
 echo "  ok: Dockerfile builds $MUSL_TARGET with ${BUILD_ENV[*]} (or takes the host build) into FROM scratch as 65532, HEALTHCHECK by the probe"
 
 # ---------------------------------------------------------------------------------------------
-log "2. Kubernetes: kubernetes-validate --strict against ${K8S_VERSIONS[*]}"
-mapfile -t manifests < <(find deploy/kubernetes -name '*.yaml' -not -path '*/kube-prometheus-stack/*' | sort)
+log "2. Kubernetes: kubectl kustomize every overlay, kubernetes-validate --strict on each render (${K8S_VERSIONS[*]})"
+command -v kubectl >/dev/null ||
+  fail "kubectl (with its built-in Kustomize) is not on PATH: it comes with the machine image (kubectl 1.32, Kustomize 5.5); Debian bookworm does not package it"
+kubectl version --client 2>/dev/null | sed -n '1,2p'
+RENDER="$WORK/kustomize"
+rm -rf "$RENDER" && mkdir -p "$RENDER"
+# Every overlay is rendered and validated; a new one must be added to checks.py's OVERLAYS too.
+mapfile -t overlays < <(find deploy/kubernetes/overlays -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort)
+[ "${overlays[*]}" = "$("$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import checks; print(" ".join(sorted(checks.OVERLAYS)))' "$WORK")" ] ||
+  fail "deploy/kubernetes/overlays holds ${overlays[*]}; checks.py's OVERLAYS must name exactly these"
+for o in "${overlays[@]}"; do
+  kubectl kustomize "deploy/kubernetes/overlays/$o" >"$RENDER/$o.yaml" || fail "kubectl kustomize deploy/kubernetes/overlays/$o"
+  echo "  ok: kubectl kustomize overlays/$o: $(grep -c '^kind:' "$RENDER/$o.yaml") objects ($(grep '^kind:' "$RENDER/$o.yaml" | awk '{print $2}' | sort | uniq -c | awk '{printf "%s%s %s", sep, $1, $2; sep=", "}'))"
+done
 check kps "$WORK/kps-pod.yaml"
 for v in "${K8S_VERSIONS[@]}"; do
-  "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "${manifests[@]}" "$WORK/kps-pod.yaml" \
+  "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "$RENDER"/*.yaml "$WORK/kps-pod.yaml" \
     || fail "kubernetes-validate --strict -k $v"
-  echo "  ok: Kubernetes $v: ${#manifests[@]} manifests + the kube-prometheus-stack container in a Pod"
+  echo "  ok: Kubernetes $v: the ${#overlays[@]} rendered overlays + the kube-prometheus-stack container in a Pod"
 done
-check k8s
-check prom_config "$WORK/sidecar-prometheus.yml"
+check k8s "$RENDER"
+check prom_config "$RENDER" "$WORK/sidecar-prometheus.yml"
 "$PROMTOOL" check config "$WORK/sidecar-prometheus.yml" >/dev/null || fail "promtool: sidecar ConfigMap"
-echo "  ok: promtool: the sidecar's Prometheus configuration"
+echo "  ok: promtool: the sidecar's Prometheus configuration (as rendered)"
 
 # ---------------------------------------------------------------------------------------------
 log "3. IAM: cfn-lint"
@@ -716,12 +824,12 @@ server_pid=""
 [ "$rc" = 0 ] || { cat "$WORK/server.log"; fail "exit code after SIGTERM is $rc, want 0"; }
 echo "  ok: SIGTERM -> exit 0"
 
-# The gateway's routes file (kubernetes/gateway/teams/routes.yaml), laid out as the pod mounts it:
-# accepted by the binary (a mistake would exit 64 with file:line:column), both routes served.
+# The gateway's routes file (overlays/gateway-routes/routes.toml, as its rendered ConfigMap holds
+# it; step 2 wrote it out), laid out as the pod mounts it: accepted by the binary (a mistake would
+# exit 64 with file:line:column), both routes served.
 routes_dir="$WORK/routes"
 rm -rf "$routes_dir" && mkdir -p "$routes_dir/secrets"
-"$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["routes.toml"], end="")' \
-  deploy/kubernetes/gateway/teams/routes.yaml >"$routes_dir/routes.toml"
+cp "$RENDER/routes.toml" "$routes_dir/routes.toml"
 for team in team-a team-b; do echo "token-of-$team" >"$routes_dir/secrets/$team.token"; done
 env -i AWS_ACCESS_KEY_ID=AKIDSMOKETEST000000 AWS_SECRET_ACCESS_KEY=smoke-test-secret-not-real \
   AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL_STS=http://127.0.0.1:9 RUST_LOG=info \
@@ -737,6 +845,6 @@ rc=0
 wait "$server_pid" || rc=$?
 server_pid=""
 [ "$rc" = 0 ] || { cat "$WORK/routes.log"; fail "exit code after SIGTERM is $rc, want 0 (routes file)"; }
-echo "  ok: kubernetes/gateway/teams/routes.yaml accepted: two routes, token required, exit 0"
+echo "  ok: overlays/gateway-routes/routes.toml (the rendered ConfigMap's) accepted: two routes, token required, exit 0"
 
 log "all deploy/ checks passed in $((SECONDS - started))s"

@@ -355,6 +355,26 @@ def dashboard():
             "Attempts retried, and requests answered with a retryable failure after --retry-deadline.",
         )
     )
+    d = d.with_panel(
+        ts(
+            "Refused by the workspace, by reason",
+            "short",
+            [
+                q(
+                    f"sum by (reason) (rate(amp_rw_proxy_upstream_rejected_samples_total{{{RSEL}}}[$__rate_interval]))",
+                    "samples/s: {{reason}}",
+                ),
+                q(
+                    f"sum by (reason) (rate(amp_rw_proxy_upstream_rejected_requests_total{{{RSEL}}}[$__rate_interval]))",
+                    "requests/s: {{reason}}",
+                    "B",
+                ),
+            ],
+            "Writes the workspace refused for good (final 4xx) and their samples, which the sender drops: "
+            "series_limit, labels_per_series and label_length are quotas (see the README's AMP's answers).",
+            w=24,
+        )
+    )
 
     d = d.with_row(db.Row("Capacity and shedding"))
     d = d.with_panel(

@@ -40,6 +40,22 @@ fn proxy_to(sts: &StsStandIn, amp: &AmpStandIn, extra: &[&str]) -> Proxy {
     Proxy::spawn((BASE_ACCESS_KEY, BASE_SECRET), &[], &args)
 }
 
+/// A Prometheus writing through `proxy`, once both are ready.
+async fn sender_through(peers: &Peers, proxy: &Proxy) -> Prometheus {
+    proxy.wait_ready().await;
+    let write_url = proxy.url("/api/v1/write");
+    let sender = Prometheus::start(
+        &peers.prometheus,
+        Role::Sender {
+            url: &write_url,
+            extra_targets: &[],
+            rw2: false,
+        },
+    );
+    sender.wait_ready().await;
+    sender
+}
+
 async fn proxy_metric(proxy: &Proxy, name: &str) -> f64 {
     metric_sum(&get(&proxy.url("/metrics")).await.text(), name)
 }
@@ -57,17 +73,7 @@ async fn a_series_limit_makes_prometheus_drop_the_batch_and_go_on_not_retry_fore
 
     // Default: reject. The sender hears 400 and counts the samples as failed, never retried.
     let proxy = proxy_to(&sts, &amp, &[]);
-    proxy.wait_ready().await;
-    let write_url = proxy.url("/api/v1/write");
-    let sender = Prometheus::start(
-        &peers.prometheus,
-        Role::Sender {
-            url: &write_url,
-            extra_targets: &[],
-            rw2: false,
-        },
-    );
-    sender.wait_ready().await;
+    let sender = sender_through(&peers, &proxy).await;
     let started = Instant::now();
     eventually("the sender to drop refused samples", LIMIT, || async {
         let failed = sender
@@ -138,17 +144,7 @@ async fn a_series_limit_makes_prometheus_drop_the_batch_and_go_on_not_retry_fore
         ..Reply::default()
     });
     let retrying = proxy_to(&sts, &amp, &["--on-limit-exceeded", "retry"]);
-    retrying.wait_ready().await;
-    let write_url = retrying.url("/api/v1/write");
-    let sender = Prometheus::start(
-        &peers.prometheus,
-        Role::Sender {
-            url: &write_url,
-            extra_targets: &[],
-            rw2: false,
-        },
-    );
-    sender.wait_ready().await;
+    let sender = sender_through(&peers, &retrying).await;
     eventually("the sender to retry", LIMIT, || async {
         let retried = sender
             .own_metric("prometheus_remote_storage_samples_retried_total")

@@ -335,7 +335,7 @@ def main():
         plain(args)
     args.only = ",".join(s for s in sections if s != "plain")
     if args.only:
-        misses = [t for t, ok in tls.run(args) if not ok]
+        misses = [t for t, ok in tls.run(args) if ok is False]
         print(f"{len(misses)} target(s) missed" if misses else "all targets met", flush=True)
         if misses and args.strict:
             return 1

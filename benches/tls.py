@@ -436,7 +436,7 @@ def fmt(v, d):
 
 
 def verdict(ok):
-    return "PASS" if ok else "MISS"
+    return "INCONCLUSIVE" if ok is None else "PASS" if ok else "MISS"
 
 
 def report(b, tls_bodies, args):
@@ -505,8 +505,10 @@ def report(b, tls_bodies, args):
             targets.append((f"1,000 senders at half saturation: {pr['errors']} errors (target 0)", pr["errors"] == 0))
             targets.append((f"1,000 senders at half saturation: steady RSS {pr['rss_load_mib']:.1f} MiB "
                             f"(target <= {TARGET_RSS_1000_MIB} MiB)", pr["rss_load_mib"] <= TARGET_RSS_1000_MIB))
+            # A baseline slower than the proxy means the machine's load, not the proxy, set both p99s.
             targets.append((f"added p99 at half saturation, {lat['connections']} connections: {lat['added_p99_ms']:.2f} ms "
-                            f"(target <= {TARGET_ADDED_P99_MS} ms)", lat["added_p99_ms"] <= TARGET_ADDED_P99_MS))
+                            f"(target <= {TARGET_ADDED_P99_MS} ms)",
+                            None if lat["added_p99_ms"] < 0 else lat["added_p99_ms"] <= TARGET_ADDED_P99_MS))
         else:
             targets.append((f"1,000 connections saturated: {r1000['errors']} errors (target 0)", r1000["errors"] == 0))
         lines.append("")

@@ -5,7 +5,7 @@
 # upstream, senders / body size / routes series — and writes target/bench/results.md,
 # results.json, chart.png (plain) and tls.md, tls.json, tls.png, senders.png, bodies.png,
 # routes.png. Extra arguments go to bench.py (--quick: 3 s runs; --sections tls,senders; ...).
-# About 12 minutes (4 with --quick).
+# About 25 minutes on 2 cores (10 with --quick).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

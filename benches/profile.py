@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
+import tls  # noqa: E402
 
 ROOT = bench.ROOT
 OUT = bench.OUT
@@ -124,6 +125,9 @@ def main():
     ap.add_argument("--python", default=str(ROOT / ".venv/bin/python"))
     ap.add_argument("--proxy", default=str(ROOT / "target/release/amp-rw-proxy"))
     ap.add_argument("--label", default="", help="printed with the results")
+    ap.add_argument("--upstream", choices=["plain", "tls-h1", "tls-h2"], default="plain",
+                    help="the sink: plain http://, or TLS (benches/tls.py's sink) offering http/1.1 or also h2; "
+                         "cpu mode's nginx then proxies over TLS too")
     ap.add_argument("--sha256-bench", default=str(ROOT / "target/release/examples/sha256_cost"))
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -137,15 +141,24 @@ def main():
         procs.append(moto)
         info = bench.read_announcement(OUT / "moto.log")
         sink_port = bench.free_port()
-        sink = bench.Proc("nginx-sink", ["nginx", "-c", str(bench.nginx_conf(tmp, sink_port, 1))])
-        procs.append(sink)
-        bench.wait_http(f"http://127.0.0.1:{sink_port}/")
+        if args.upstream == "plain":
+            sink = bench.Proc("nginx-sink", ["nginx", "-c", str(bench.nginx_conf(tmp, sink_port, 1))])
+            procs.append(sink)
+            bench.wait_http(f"http://127.0.0.1:{sink_port}/")
+            scheme, ca = "http", []
+        else:
+            certs = tls.make_certs(tmp)
+            block = tls.tls_sink_block(sink_port, certs, args.upstream == "tls-h2")
+            sink = bench.Proc("nginx-tls-sink", ["nginx", "-c", str(tls.nginx_conf(tmp, 1, block))])
+            procs.append(sink)
+            tls.wait_https(f"https://127.0.0.1:{sink_port}/", certs["ca"])
+            scheme, ca = "https", ["--upstream-ca-file", str(certs["ca"])]
         port = bench.free_port()
         cmd = [
             args.proxy, "--listen", f"127.0.0.1:{port}",
-            "--upstream-url", f"http://127.0.0.1:{sink_port}/workspaces/ws-bench/api/v1/remote_write",
+            "--upstream-url", f"{scheme}://127.0.0.1:{sink_port}/workspaces/ws-bench/api/v1/remote_write",
             "--region", "us-east-1", "--role-arn", info["role_arn"], "--external-id", "bench",
-            "--sts-endpoint", info["url"], "--worker-threads", args.worker_threads, "--drain-delay", "0s",
+            "--sts-endpoint", info["url"], "--worker-threads", args.worker_threads, "--drain-delay", "0s", *ca,
         ]
         if args.mode == "callgrind":
             cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -203,7 +216,11 @@ def main():
             # The same load through nginx as a reverse proxy (1 worker), for the floor: the
             # issue's target is the proxy within 1.1x of nginx + SHA-256 of the body.
             ngx_port = bench.free_port()
-            ngx = bench.Proc("profile-nginx", ["nginx", "-c", str(bench.nginx_conf(tmp, ngx_port, 1, f"127.0.0.1:{sink_port}"))])
+            if args.upstream == "plain":
+                conf = bench.nginx_conf(tmp, ngx_port, 1, f"127.0.0.1:{sink_port}")
+            else:
+                conf = tls.nginx_conf(tmp, 1, tls.tls_proxy_block(ngx_port, sink_port, certs))
+            ngx = bench.Proc("profile-nginx", ["nginx", "-c", str(conf)])
             procs.append(ngx)
             bench.wait_http(f"http://127.0.0.1:{ngx_port}/")
             sha = bench.sha256_costs(bodies, args.sha256_bench)

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# One command for the whole comparison (see benches/bench.py): installs wrk, hey, nginx and
-# vmagent (Debian), the STS peer (tests/peers/install.sh) and a venv for the report, builds the
-# release binary, runs every scenario, and writes target/bench/results.md, results.json and
-# chart.png. Extra arguments go to bench.py (e.g. --duration 5).
+# One command for the whole benchmark (see benches/bench.py and benches/tls.py): installs wrk,
+# hey, nginx, openssl and vmagent (Debian), the STS peer (tests/peers/install.sh) and a venv for
+# the report, builds the release binary, runs every scenario — plain-HTTP comparison, TLS
+# upstream, senders / body size / routes series — and writes target/bench/results.md,
+# results.json, chart.png (plain) and tls.md, tls.json, tls.png, senders.png, bodies.png,
+# routes.png. Extra arguments go to bench.py (--quick: 3 s runs; --sections tls,senders; ...).
+# About 25 minutes on 2 cores (10 with --quick).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,6 +20,7 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v hey >/dev/null 2>&1 || missing+=(hey)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v vmagent >/dev/null 2>&1 || missing+=(victoria-metrics)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -32,4 +36,6 @@ if ! "$venv/bin/python" -c 'import cramjam, matplotlib' >/dev/null 2>&1; then
   "$venv/bin/pip" install -q --disable-pip-version-check cramjam==2.14.0 matplotlib==3.11.2
 fi
 cargo build --release --locked --bin amp-rw-proxy --example sha256_cost --example payload_cost
+# 1,000 senders: wrk's sockets, the proxy's inbound and upstream ones, nginx's.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 exec "$venv/bin/python" benches/bench.py "$@"

@@ -216,10 +216,14 @@ impl Rejection {
     }
 }
 
-/// Why a final 4xx answer refused the write, from its status and the start of its message;
-/// `None` for anything but a 4xx.
-pub fn rejection(status: StatusCode, body: &[u8]) -> Option<Rejection> {
-    if !status.is_client_error() {
+/// Why a 4xx answer refused the write for good, from its status and the start of its message;
+/// `None` for anything else, and for what the sender retries: 408, and 429 unless it is a
+/// lasting limit under `--on-limit-exceeded reject` (then relayed as 400).
+pub fn rejection(status: StatusCode, body: &[u8], limits: LimitPolicy) -> Option<Rejection> {
+    let retried_by_sender = status == StatusCode::REQUEST_TIMEOUT
+        || (status == StatusCode::TOO_MANY_REQUESTS
+            && relayed_status(status, body, limits) == status);
+    if !status.is_client_error() || retried_by_sender {
         return None;
     }
     let text = lowercase_start(body);
@@ -539,6 +543,13 @@ mod tests {
             (500, "per-user series limit exceeded", None),
             (
                 429,
+                "ingestion rate limit (6666) exceeded while adding 499 samples",
+                None,
+            ),
+            (429, r#"{"message":"Rate exceeded"}"#, None),
+            (408, "", None),
+            (
+                429,
                 "per-user series limit (global limit: 3000000) exceeded",
                 Some(SeriesLimit),
             ),
@@ -572,11 +583,15 @@ mod tests {
             (400, "snappy: corrupt input", Some(Other)),
         ];
         for (status, body, want) in cases {
-            assert_eq!(
-                rejection(code(*status), body.as_bytes()),
-                *want,
-                "{status} {body}"
-            );
+            let got = rejection(code(*status), body.as_bytes(), LimitPolicy::Reject);
+            assert_eq!(got, *want, "{status} {body}");
+            if *status == 429 {
+                let got = rejection(code(*status), body.as_bytes(), LimitPolicy::Retry);
+                assert_eq!(
+                    got, None,
+                    "under retry a 429 is the sender's to retry: {body}"
+                );
+            }
         }
     }
 

@@ -138,7 +138,7 @@ fn finish(
 ) -> Result<Sent, ProxyError> {
     let labels = ctx.labels;
     let answer = outcome?;
-    let rejected = retry::rejection(answer.status, &answer.body);
+    let rejected = retry::rejection(answer.status, &answer.body, ctx.settings.on_limit_exceeded);
     if answer.status.is_success() {
         tracing::debug!(
             route = labels.route,

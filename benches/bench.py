@@ -22,7 +22,7 @@ count, benches/tools/payload_cost.rs) is timed the same way and reported beside 
 also measured with it on, at 1 thread. For A/B comparisons on
 a busy machine use benches/profile.py (instructions per request under callgrind).
 
-Then benches/tls.py (sections tls, senders, bodies, routes): the path users run — a TLS upstream
+benches/suite.py (what run.sh runs) then runs benches/tls.py (sections tls, senders, bodies, routes): the path users run — a TLS upstream
 with nginx reverse-proxying over TLS as the baseline, h1 against h2 upstream, 16 -> 1,000
 senders, 200 -> 50,000 series per request, 1 -> 100 routes — and the issue-17 targets, checked
 and printed PASS/MISS (benchmark checks, not tests: --strict makes a MISS the exit status).
@@ -312,35 +312,6 @@ def hey_rate(url, body_file, rate, duration, workers=8):
 
 # --------------------------------------------------------------------------------------------
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--python", default=str(ROOT / ".venv/bin/python"), help="venv with moto (tests/peers)")
-    ap.add_argument("--proxy", default=str(ROOT / "target/release/amp-rw-proxy"))
-    ap.add_argument("--sha256-bench", default=str(ROOT / "target/release/examples/sha256_cost"))
-    ap.add_argument("--payload-bench", default=str(ROOT / "target/release/examples/payload_cost"))
-    ap.add_argument("--quick", action="store_true", help="3 s per run (for iterating; the figures are rougher)")
-    ap.add_argument("--strict", action="store_true", help="exit 1 when a target of benches/tls.py is missed")
-    ap.add_argument("--sections", default="plain,tls,senders,bodies,routes",
-                    help="plain: this file's comparison over http://; the rest: benches/tls.py")
-    import tls  # benches/tls.py: the TLS upstream and the growth series (it imports this module)
-
-    tls.add_args(ap)
-    args = ap.parse_args()
-    if args.quick:
-        args.duration = 3
-    sections = args.sections.split(",")
-    if "plain" in sections:
-        plain(args)
-    args.only = ",".join(s for s in sections if s != "plain")
-    if args.only:
-        misses = [t for t, ok in tls.run(args) if ok is False]
-        print(f"{len(misses)} target(s) missed" if misses else "all targets met", flush=True)
-        if misses and args.strict:
-            return 1
-
-
 def plain(args):
     """The plain-HTTP comparison (the module docstring's (a)-(d))."""
     OUT.mkdir(parents=True, exist_ok=True)
@@ -601,7 +572,3 @@ def chart(results, bodies):
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT / "chart.png", dpi=110)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

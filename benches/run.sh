@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# One command for the whole benchmark (see benches/bench.py and benches/tls.py): installs wrk,
+# One command for the whole benchmark (benches/suite.py runs benches/bench.py and benches/tls.py): installs wrk,
 # hey, nginx, openssl and vmagent (Debian), the STS peer (tests/peers/install.sh) and a venv for
 # the report, builds the release binary, runs every scenario — plain-HTTP comparison, TLS
 # upstream, senders / body size / routes series — and writes target/bench/results.md,
 # results.json, chart.png (plain) and tls.md, tls.json, tls.png, senders.png, bodies.png,
-# routes.png. Extra arguments go to bench.py (--quick: 3 s runs; --sections tls,senders; ...).
+# routes.png. Extra arguments go to benches/suite.py (--quick: 3 s runs; --sections tls,senders; ...).
 # About 25 minutes on 2 cores (10 with --quick).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,4 +38,4 @@ fi
 cargo build --release --locked --bin amp-rw-proxy --example sha256_cost --example payload_cost
 # 1,000 senders: wrk's sockets, the proxy's inbound and upstream ones, nginx's.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-exec "$venv/bin/python" benches/bench.py "$@"
+exec "$venv/bin/python" benches/suite.py "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The path users run: a TLS upstream, many senders, many routes (issue 17). Run by
-benches/bench.py (so by `bash benches/run.sh`) after the plain-HTTP comparison; alone:
+benches/suite.py (so by `bash benches/run.sh`) after the plain-HTTP comparison; alone:
 
   target/bench-venv/bin/python benches/tls.py [--quick] [--only tls,senders,bodies,routes]
 

@@ -153,6 +153,8 @@ def main():
             procs.append(sink)
             tls.wait_https(f"https://127.0.0.1:{sink_port}/", certs["ca"])
             scheme, ca = "https", ["--upstream-ca-file", str(certs["ca"])]
+            if args.upstream == "tls-h2":
+                ca.append("--upstream-http2")
         port = bench.free_port()
         cmd = [
             args.proxy, "--listen", f"127.0.0.1:{port}",

@@ -261,11 +261,15 @@ class Bench:
         p.stop()
         self.procs.remove(p)
 
-    def proxy(self, name, upstream_port, threads=None, extra=(), config=None, binary=None):
+    def proxy(self, name, upstream_port, threads=None, extra=(), config=None, h2=False):
+        """The proxy against the sink on `upstream_port`; `h2`: with --upstream-http2 (against the
+        sink that offers h2)."""
         port = bench.free_port()
-        cmd = [binary or self.args.proxy, "--listen", f"127.0.0.1:{port}",
+        cmd = [self.args.proxy, "--listen", f"127.0.0.1:{port}",
                "--sts-endpoint", self.moto["url"], "--upstream-ca-file", str(self.certs["ca"]),
                "--drain-delay", "0s", *extra]
+        if h2:
+            cmd.append("--upstream-http2")
         if config:
             cmd += ["--config", str(config)]
         else:
@@ -359,7 +363,7 @@ def run(args):
             # kept: load drifts on the shared machine hit all three alike, and a burst of someone
             # else's compile inflates one round, not the figure.
             proxies = {proto: b.proxy(f"amp-rw-proxy-tls-{proto}", sinks[proto], threads=1,
-                                      binary=args.proxy_h2 if proto == "h2" else None) for proto in ("h1", "h2")}
+                                      h2=proto == "h2") for proto in ("h1", "h2")}
             for body in tls_bodies.values():
                 for _ in range(ROUNDS):
                     b.measure("tls", ngx, f"http://127.0.0.1:{port}/api/v1/write", body, 16, dur,
@@ -379,7 +383,7 @@ def run(args):
             # requests multiplexed on one), the default one first, then its half-saturation run.
             for proto in [default_proto] + [x for x in ("h1", "h2") if x != default_proto]:
                 p = b.proxy(f"amp-rw-proxy-senders-{proto}", sinks[proto], extra=["--max-in-flight-requests", "2048"],
-                            binary=args.proxy_h2 if proto == "h2" else None)
+                            h2=proto == "h2")
                 idle = p.status_kib("VmRSS") / 1024
                 for c in SENDERS:
                     row = b.measure("senders", p, f"http://127.0.0.1:{p.port}/api/v1/write", body, c, dur,
@@ -393,7 +397,7 @@ def run(args):
                     # connections (h1), which a fleet at this rate never opens.
                     b.stop(p)
                     p = b.proxy(f"amp-rw-proxy-paced-{proto}", sinks[proto], extra=["--max-in-flight-requests", "2048"],
-                                binary=args.proxy_h2 if proto == "h2" else None)
+                                h2=proto == "h2")
                     paced_idle = p.status_kib("VmRSS") / 1024
                     sat = next(r["rps"] for r in b.rows["senders"] if r["proto"] == default_proto and r["connections"] == SENDERS[-1])
                     rate, c, hdur = sat / 2, SENDERS[-1], max(dur, 5)
@@ -422,7 +426,8 @@ def run(args):
             port = bench.free_port()
             ngx = b.nginx("nginx-tls-proxy-bodies", 1, tls_proxy_block(port, h1_port, b.certs), f"http://127.0.0.1:{port}/")
             # 16 x 5 MB bodies in flight exceed the default --max-in-flight-bytes (64 MiB).
-            p = b.proxy("amp-rw-proxy-bodies", sinks[default_proto], threads=1, extra=["--max-in-flight-bytes", "256MiB"])
+            p = b.proxy("amp-rw-proxy-bodies", sinks[default_proto], threads=1, extra=["--max-in-flight-bytes", "256MiB"],
+                        h2=default_proto == "h2")
             for body in series_bodies.values():
                 b.measure("bodies", ngx, f"http://127.0.0.1:{port}/api/v1/write", body, 16, dur,
                           target="nginx (TLS upstream)", threads=1, sha256_us=body["sha256_s"] * 1e6)
@@ -442,7 +447,7 @@ def run(args):
                     f'region = "us-east-1"\nrole_arn = "{b.moto["role_arn"]}"\nexternal_id = "bench"\n'
                     f'session_name = "bench-team-{i}"\n\n' for i in range(n)))
                 before = bench.assumed_roles(moto_url)
-                p = b.proxy(f"amp-rw-proxy-routes-{n}", None, threads=1, config=cfg)
+                p = b.proxy(f"amp-rw-proxy-routes-{n}", None, threads=1, config=cfg, h2=default_proto == "h2")
                 started[n] = (p, before, p.status_kib("VmRSS") / 1024, bench.assumed_roles(moto_url) - before)
             # The route counts alternate, ROUNDS times; the cheapest round of each is kept. Any
             # AssumeRole made during the runs (none expected: 1 h credentials) is counted against
@@ -504,8 +509,7 @@ def report(b, tls_bodies, args):
             for proto in ("h1", "h2"):
                 r = find("tls", proto=proto, body=body)
                 if r and r.get("floor_ratio"):
-                    # Errors (h2 with a build that sends Host beside :authority: nginx answers 400)
-                    # mean the CPU figure is not that of forwarding.
+                    # Errors mean the CPU figure is not that of forwarding.
                     targets.append((f"TLS CPU per request, {body}, {proto} upstream: {r['cpu_ms_per_req'] * 1000:.1f} µs = "
                                     f"{r['floor_ratio']:.2f}x of the floor {r['floor_us']:.1f} µs (floor/ours "
                                     f"{1 / r['floor_ratio']:.2f}; target <= {limit}x)"
@@ -707,13 +711,9 @@ def plots(rows):
 
 
 def add_args(ap):
-    ap.add_argument("--proxy-h2", default=None,
-                    help="binary for the h2-upstream rows (default: --proxy). The proxy sends `Host` beside "
-                         "`:authority` over h2, which nginx refuses (400, duplicate host header); a build "
-                         "without the Host header over h2 measures what h2 costs")
     ap.add_argument("--default-upstream", choices=["h1", "h2"], default="h1",
-                    help="the protocol the TLS sink offers in the senders, bodies and routes series "
-                         "(h1: the cheaper one, see the tls table)")
+                    help="the upstream protocol of the senders, bodies and routes series (h1: the proxy's "
+                         "default, the cheaper one, see the tls table; h2: --upstream-http2)")
 
 
 def main():

@@ -131,8 +131,12 @@ impl App {
             Some(files) => Some(Arc::new(TlsConfig::load(files).map_err(BuildError)?)),
         };
         tasks.extend(tls.clone().map(TlsConfig::spawn_reloader));
-        let client = UpstreamClient::new(&config.upstream_ca_certs, &config.egress)
-            .map_err(|e| BuildError(e.to_string()))?;
+        let client = UpstreamClient::new(
+            &config.upstream_ca_certs,
+            &config.egress,
+            config.upstream_http2,
+        )
+        .map_err(|e| BuildError(e.to_string()))?;
         let router = Router::new(Shared {
             routes,
             paths,

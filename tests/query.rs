@@ -795,7 +795,8 @@ async fn the_binary_streams_fifty_megabytes_in_bounded_memory_and_logs_no_query_
     );
 }
 
-/// AMP speaks HTTP/2 (ALPN): GETs and forms are signed, and a large answer streams over h2 too.
+/// With `--upstream-http2` and a workspace that speaks HTTP/2 (ALPN): GETs and forms are
+/// signed, and a large answer streams over h2 too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_over_http2_to_a_tls_upstream() {
     let sts = StsStandIn::start().await;
@@ -807,7 +808,12 @@ async fn queries_over_http2_to_a_tls_upstream() {
     let proxy = ProxyUnderTest::start_with(
         &sts,
         &amp,
-        &["--enable-query", "--upstream-ca-file", ca.to_str().unwrap()],
+        &[
+            "--enable-query",
+            "--upstream-ca-file",
+            ca.to_str().unwrap(),
+            "--upstream-http2",
+        ],
     )
     .await;
     proxy.wait_ready(Duration::from_secs(10)).await;

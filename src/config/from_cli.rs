@@ -74,6 +74,7 @@ impl Config {
             max_body_size: max_body_size.expect("validated"),
             upstream_timeout: upstream.timeout,
             upstream_ca_certs: upstream.ca_certs,
+            upstream_http2: cli.upstream_http2,
             log_format: process.log_format,
             worker_threads: process.worker_threads,
             shutdown_grace: process.shutdown_grace,

@@ -72,6 +72,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Extra CA certificates for the upstream.
     pub upstream_ca_certs: Vec<CertificateDer<'static>>,
+    /// Offer HTTP/2 to the upstream by ALPN (otherwise HTTP/1.1 only).
+    pub upstream_http2: bool,
     /// Log format.
     pub log_format: LogFormat,
     /// Runtime worker threads; `None` = one per CPU.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body::Body;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::body::{BodyError, BufferedBody};
+use super::body::{BodyError, BufferedBody, Layout};
 use super::error::ProxyError;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::LimitLabels;
@@ -37,13 +37,14 @@ impl Limits {
     /// Reads `body` (at most `limit` bytes, within `--client-body-timeout`) against the memory
     /// budget: a declared length is taken from the budget before a byte is read, a body without
     /// one chunk by chunk as it arrives. Over the budget → 503 without reading (further). The
-    /// bytes count against the budget until the returned permit is dropped.
+    /// body is kept as `layout` says. The bytes count against the budget until the returned permit is dropped.
     pub(crate) async fn read_body<B>(
         &self,
         metrics: &Metrics,
         body: B,
         limit: u64,
         declared: Option<u64>,
+        layout: Layout,
     ) -> Result<(BufferedBody, Option<OwnedSemaphorePermit>), ProxyError>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -73,7 +74,7 @@ impl Limits {
                 Err(_) => false,
             }
         };
-        let read = BufferedBody::read(body, limit, admit);
+        let read = BufferedBody::read(body, limit, layout, admit);
         let body = tokio::time::timeout(self.client_body_timeout, read)
             .await
             .map_err(|_| ProxyError::ClientBodyTimeout(self.client_body_timeout))?

@@ -1,9 +1,11 @@
-//! Request bodies: read once with a size bound, hashed as they arrive, and kept as one
-//! contiguous buffer, which is what is forwarded (and, for retries, forwarded again) without
-//! further copies. A body that arrives in one chunk is that very chunk; one that arrives in
-//! several is gathered as it arrives, into a buffer of its declared length: payload accounting
-//! needs the body contiguous to decode it, and copying each chunk right after hashing it, while
-//! it is still in cache, is cheaper than a second pass over the body later.
+//! Request bodies: read once with a size bound, hashed as they arrive, and forwarded (and, for
+//! retries, forwarded again) as the chunks they arrived in, without copies.
+//!
+//! A body the proxy will decode (payload accounting, `--validate`, external labels) must be
+//! contiguous: it is then gathered as it arrives, into a buffer of its declared length, since
+//! copying each chunk right after hashing it, while it is still in cache, is cheaper than a
+//! second pass over the body later. A body that is only forwarded keeps its chunks: gathering
+//! it would be a copy of every byte for nothing (about 4 % of the CPU of a 1 MB request).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -13,6 +15,16 @@ use aws_lc_rs::digest;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+
+/// How a received body is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// In one buffer (gathered as it arrives when it comes in several chunks): for bodies
+    /// that will be decoded.
+    Contiguous,
+    /// In the chunks it arrived in: for bodies that are only forwarded.
+    AsReceived,
+}
 
 /// A fully received request body.
 #[derive(Clone, Debug)]
@@ -42,8 +54,14 @@ pub enum BodyError {
 impl BufferedBody {
     /// Reads `body` to the end, refusing (and stopping reading) as soon as more than `limit`
     /// bytes have arrived, or when `admit` (asked with each chunk's size before it is kept)
-    /// says no. The SHA-256 that SigV4 needs is computed on the way in.
-    pub async fn read<B, F>(mut body: B, limit: u64, mut admit: F) -> Result<Self, BodyError>
+    /// says no. The SHA-256 that SigV4 needs is computed on the way in; `layout` says whether
+    /// the chunks are gathered into one buffer.
+    pub async fn read<B, F>(
+        mut body: B,
+        limit: u64,
+        layout: Layout,
+        mut admit: F,
+    ) -> Result<Self, BodyError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
@@ -53,6 +71,7 @@ impl BufferedBody {
         // the limit: the gathering buffer's size when the body comes in several chunks.
         let expected = body.size_hint().exact().unwrap_or(0).min(limit);
         let mut gathered = Gathered::Nothing;
+        let mut kept = Vec::new();
         let mut len: u64 = 0;
         let mut hash = digest::Context::new(&digest::SHA256);
         while let Some(frame) = body.frame().await {
@@ -68,12 +87,15 @@ impl BufferedBody {
                 }
                 if !data.is_empty() {
                     hash.update(&data);
-                    gathered = gathered.add(data, expected);
+                    match layout {
+                        Layout::Contiguous => gathered = gathered.add(data, expected),
+                        Layout::AsReceived => kept.push(data),
+                    }
                 }
             }
         }
         let chunks = match gathered {
-            Gathered::Nothing => Vec::new(),
+            Gathered::Nothing => kept,
             Gathered::One(chunk) => vec![chunk],
             Gathered::Many(buf) => vec![buf.freeze()],
         };
@@ -124,16 +146,19 @@ impl BufferedBody {
         }
     }
 
-    /// The whole body as one contiguous buffer (copies only if it arrived in several chunks).
+    /// The whole body as one contiguous buffer: the body itself when it is kept in one
+    /// buffer, otherwise a copy (a body read [`Layout::AsReceived`] in several chunks).
     pub fn to_bytes(&self) -> Bytes {
         match self.chunks.as_slice() {
             [] => Bytes::new(),
             [one] => one.clone(),
-            many => many
-                .iter()
-                .flat_map(|c| c.iter().copied())
-                .collect::<Vec<u8>>()
-                .into(),
+            many => {
+                let mut whole = BytesMut::with_capacity(usize::try_from(self.len).unwrap_or(0));
+                for chunk in many {
+                    whole.extend_from_slice(chunk);
+                }
+                whole.freeze()
+            }
         }
     }
 }
@@ -217,7 +242,9 @@ mod tests {
             chunks: parts.to_vec().into(),
             remaining: 11,
         };
-        let body = BufferedBody::read(received, 100, |_| true).await.unwrap();
+        let body = BufferedBody::read(received, 100, Layout::Contiguous, |_| true)
+            .await
+            .unwrap();
         assert_eq!(body.len(), 11);
         // sha256("hello world")
         assert_eq!(
@@ -243,13 +270,46 @@ mod tests {
     async fn a_body_in_one_chunk_is_forwarded_without_copying() {
         let chunk = Bytes::from(vec![7u8; 1000]);
         let ptr = chunk.as_ptr();
-        let body = BufferedBody::read(Full::new(chunk), 1000, |_| true)
+        let body = BufferedBody::read(Full::new(chunk), 1000, Layout::Contiguous, |_| true)
             .await
             .unwrap();
         assert_eq!(body.to_bytes().as_ptr(), ptr);
         let mut out = body.to_outbound();
         let only = out.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(only.as_ptr(), ptr, "the received chunk itself is forwarded");
+    }
+
+    #[tokio::test]
+    async fn a_body_only_forwarded_keeps_its_chunks() {
+        let parts = [
+            Bytes::from_static(b"hello "),
+            Bytes::from_static(b"wor"),
+            Bytes::from_static(b"ld"),
+        ];
+        let received = OutboundBody {
+            chunks: parts.to_vec().into(),
+            remaining: 11,
+        };
+        let body = BufferedBody::read(received, 100, Layout::AsReceived, |_| true)
+            .await
+            .unwrap();
+        assert_eq!(
+            body.sha256_hex(),
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        let mut out = body.to_outbound();
+        assert_eq!(out.size_hint().exact(), Some(11));
+        for part in &parts {
+            let sent = out.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert_eq!(
+                sent.as_ptr(),
+                part.as_ptr(),
+                "each received chunk is forwarded"
+            );
+        }
+        assert!(out.frame().await.is_none());
+        // Decoding it on the failure path still sees the whole body.
+        assert_eq!(body.to_bytes(), Bytes::from_static(b"hello world"));
     }
 
     /// Chunks without a declared length (chunked transfer encoding).
@@ -272,26 +332,38 @@ mod tests {
         let parts = [&b"ab"[..], b"cd", b"", b"e"].map(Bytes::from_static);
         let received = Undeclared(parts.to_vec().into());
         assert_eq!(received.size_hint().exact(), None);
-        let body = BufferedBody::read(received, 100, |_| true).await.unwrap();
+        let body = BufferedBody::read(received, 100, Layout::Contiguous, |_| true)
+            .await
+            .unwrap();
         assert_eq!(body.to_bytes(), Bytes::from_static(b"abcde"));
         assert_eq!(body.to_outbound().size_hint().exact(), Some(5));
     }
 
     #[tokio::test]
     async fn stops_at_the_limit() {
-        let err = BufferedBody::read(Full::new(Bytes::from(vec![0u8; 101])), 100, |_| true)
-            .await
-            .unwrap_err();
+        let err = BufferedBody::read(
+            Full::new(Bytes::from(vec![0u8; 101])),
+            100,
+            Layout::AsReceived,
+            |_| true,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, BodyError::TooLarge { limit: 100 }));
-        let ok = BufferedBody::read(Full::new(Bytes::from(vec![0u8; 100])), 100, |_| true)
-            .await
-            .unwrap();
+        let ok = BufferedBody::read(
+            Full::new(Bytes::from(vec![0u8; 100])),
+            100,
+            Layout::AsReceived,
+            |_| true,
+        )
+        .await
+        .unwrap();
         assert_eq!(ok.len(), 100);
     }
 
     #[tokio::test]
     async fn empty_body_hash() {
-        let b = BufferedBody::read(Full::new(Bytes::new()), 10, |_| true)
+        let b = BufferedBody::read(Full::new(Bytes::new()), 10, Layout::AsReceived, |_| true)
             .await
             .unwrap();
         assert!(b.is_empty());

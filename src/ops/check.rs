@@ -22,7 +22,6 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body_util::Full;
 
 use super::policies::{Policies, PoliciesArgs};
 use crate::aws::{Signer, credentials_provider, explain, sts_config};
@@ -355,15 +354,16 @@ async fn remote_write_step(
     caller_arn: &str,
 ) -> Step {
     let title = "signed remote-write to the workspace";
-    let client = match UpstreamClient::new(&config.upstream_ca_certs, &config.egress) {
+    let client = match UpstreamClient::new(
+        &config.upstream_ca_certs,
+        &config.egress,
+        config.upstream_http2,
+    ) {
         Ok(c) => c,
         Err(e) => return Step::fail(title, e.to_string(), "check --upstream-ca-file"),
     };
     // An empty WriteRequest, snappy-compressed: a valid request that writes nothing.
-    let body = match BufferedBody::read(Full::new(Bytes::from_static(&[0])), 1, |_| true).await {
-        Ok(b) => b,
-        Err(e) => return Step::fail(title, e.to_string(), "internal error"),
-    };
+    let body = BufferedBody::from_bytes(Bytes::from_static(&[0]));
     let mut req = build_outbound(&route.upstream, &HeaderMap::new(), &body);
     let signer = Signer::new(route.region.clone(), &route.upstream.path);
     if let Err(e) = signer.sign(

@@ -38,7 +38,7 @@ use relay::Relay;
 
 use crate::aws::{CredentialCache, Signer};
 use crate::config::QueryTarget;
-use crate::http::body::{BufferedBody, OutboundBody};
+use crate::http::body::{BufferedBody, Layout, OutboundBody};
 use crate::http::headers::{declared_length, user_agent};
 use crate::http::{Forwarding, ProxyError, ResponseBody};
 
@@ -135,7 +135,14 @@ where
     let (body, bytes_held) = if is_post {
         ctx.forwarding
             .limits
-            .read_body(&ctx.forwarding.metrics, body, limit, declared)
+            .read_body(
+                &ctx.forwarding.metrics,
+                body,
+                limit,
+                declared,
+                // The form is parsed to be canonicalised.
+                Layout::Contiguous,
+            )
             .await?
     } else {
         // A GET's body, if any, is not forwarded (Prometheus ignores it too).

@@ -8,6 +8,7 @@ use http_body::Body;
 
 use super::context::WriteContext;
 use super::{inspect, send};
+use crate::http::body::Layout;
 use crate::http::headers::declared_length;
 use crate::http::{Failure, ProxyError, ResponseBody};
 use crate::telemetry::metrics::{RetryLabels, VersionLabels};
@@ -48,6 +49,12 @@ where
             body,
             ctx.forwarding.max_body_size,
             declared,
+            // Only a body that will be decoded is gathered into one buffer.
+            if ctx.settings.payload.is_blind() {
+                Layout::AsReceived
+            } else {
+                Layout::Contiguous
+            },
         )
         .await?;
     dest.metrics.request_bytes.inc_by(body.len());

@@ -54,6 +54,8 @@ pub struct Received {
     /// The raw query string, if any.
     pub query: Option<String>,
     pub headers: HeaderMap,
+    /// The host the request was sent to: `Host` over HTTP/1.1, `:authority` over HTTP/2.
+    pub authority: Option<String>,
     pub body: Bytes,
     /// `Ok` if signature, body hash, token, scope and date all check out.
     pub verdict: Result<(), String>,
@@ -178,6 +180,10 @@ async fn amp_handle(
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),
         headers: parts.headers.clone(),
+        authority: parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+            let host = parts.headers.get(http::header::HOST)?;
+            host.to_str().ok().map(str::to_string)
+        }),
         body,
         verdict: verdict.clone(),
     });
@@ -212,12 +218,21 @@ pub fn verify_signature(parts: &http::request::Parts, body: &[u8]) -> Result<(),
     use aws_sigv4::http_request::{
         PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
     };
+    // Over HTTP/2 the host is `:authority` (the URI's authority here); a `Host` header beside
+    // it is refused by strict servers (nginx answers 400), so it must not be sent.
+    if parts.version == http::Version::HTTP_2 && parts.headers.contains_key(http::header::HOST) {
+        return Err("HTTP/2 request carries a Host header beside :authority".into());
+    }
     let h = |name: &str| {
-        parts
+        let value = parts
             .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+            .map(str::to_string);
+        match name {
+            "host" => value.or_else(|| parts.uri.authority().map(|a| a.to_string())),
+            _ => value,
+        }
     };
     let auth = h("authorization").ok_or("missing Authorization")?;
     let rest = auth

@@ -187,14 +187,19 @@ class Proc:
         return [self.p.pid] + [int(k) for k in kids]
 
     def cpu_seconds(self):
-        total = 0
+        return sum(self.cpu_split())
+
+    def cpu_split(self):
+        """(user, kernel) CPU seconds of the process and its children (utime, stime)."""
+        user = kernel = 0
         for pid in self.pids():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime + stime
+                user += int(fields[11])
+                kernel += int(fields[12])
             except (FileNotFoundError, IndexError):
                 pass
-        return total / CLK_TCK
+        return user / CLK_TCK, kernel / CLK_TCK
 
     def status_kib(self, key):
         total = 0

@@ -111,7 +111,7 @@ pub struct Cli {
     /// Also offer HTTP/2 to the workspace (by ALPN); without it the proxy speaks HTTP/1.1 to
     /// the workspace, one pooled connection per request in flight. HTTP/2 multiplexes every
     /// request over one connection, which holds less memory with hundreds of requests in
-    /// flight at once (a gateway for many senders), but costs 11–19 % more CPU per request
+    /// flight at once (a gateway for many senders), but costs 9–14 % more CPU per request
     /// (README, "TLS upstream and growth"). [default: off]
     #[arg(long, env = "AMP_RW_PROXY_UPSTREAM_HTTP2")]
     pub upstream_http2: bool,

@@ -5,7 +5,7 @@
 //! across requests.
 //!
 //! HTTP/1.1 is the default because it is the cheaper of the two per request: over TLS, h2
-//! cost 11–19 % more CPU per request (HPACK, flow control, a second task per connection)
+//! cost 9–14 % more CPU per request (HPACK, flow control, a second task per connection)
 //! in `benches/tls.py`. h2's gain is memory when hundreds of requests are in flight, since it
 //! multiplexes them over one connection instead of opening one each.
 

@@ -135,6 +135,7 @@ impl App {
             &config.upstream_ca_certs,
             &config.egress,
             config.upstream_http2,
+            config.max_in_flight_requests,
         )
         .map_err(|e| BuildError(e.to_string()))?;
         let router = Router::new(Shared {

@@ -164,7 +164,8 @@ pub struct Cli {
     pub on_limit_exceeded: String,
 
     /// Requests handled at once; beyond this new requests get 503 + Retry-After at once,
-    /// without their body being read.
+    /// without their body being read. Also the most connections open to one workspace host
+    /// (more could never be busy at once).
     #[arg(
         long,
         env = "AMP_RW_PROXY_MAX_IN_FLIGHT_REQUESTS",

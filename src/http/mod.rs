@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod auth;
 pub mod body;
+pub mod connection_limit;
 pub mod egress;
 pub mod error;
 pub mod forwarding;

@@ -22,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 
 use super::body::OutboundBody;
+use super::connection_limit::ConnectionLimit;
 use super::egress::{EgressConnector, EgressRules, find_egress_error};
 use super::error::{ProxyError, error_chain};
 use super::response::ResponseBody;
@@ -76,7 +77,7 @@ impl UpstreamAnswer {
 /// Pooled client to the upstream.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<EgressConnector>, OutboundBody>,
+    client: Client<HttpsConnector<ConnectionLimit<EgressConnector>>, OutboundBody>,
     /// The egress proxy's rules, if one is configured (see [`super::egress`]).
     egress: Option<EgressRules>,
 }
@@ -88,11 +89,14 @@ pub struct TlsSetupError(String);
 
 impl UpstreamClient {
     /// A client trusting the usual roots plus `extra_roots`, going out through the egress
-    /// proxy if `egress` has one.
+    /// proxy if `egress` has one, HTTP/2 offered if `http2`, with at most
+    /// `max_connections_per_host` connections open to one workspace host (the proxy's
+    /// `--max-in-flight-requests`: more could never be busy at once).
     pub fn new(
         extra_roots: &[CertificateDer<'static>],
         egress: &crate::config::Egress,
         http2: bool,
+        max_connections_per_host: usize,
     ) -> Result<Self, TlsSetupError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -116,7 +120,10 @@ impl UpstreamClient {
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.set_keepalive(Some(Duration::from_secs(30)));
         let egress = EgressRules::new(egress);
-        let http = EgressConnector::new(http, egress.clone());
+        let http = ConnectionLimit::new(
+            EgressConnector::new(http, egress.clone()),
+            max_connections_per_host,
+        );
         let https = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

@@ -358,6 +358,7 @@ async fn remote_write_step(
         &config.upstream_ca_certs,
         &config.egress,
         config.upstream_http2,
+        config.max_in_flight_requests,
     ) {
         Ok(c) => c,
         Err(e) => return Step::fail(title, e.to_string(), "check --upstream-ca-file"),

@@ -230,27 +230,33 @@ mod tests {
     use super::*;
     use http_body_util::Full;
 
-    #[tokio::test]
-    async fn hashes_and_gathers_chunks_into_one_buffer() {
+    /// sha256("hello world")
+    const HELLO_WORLD_SHA256: &str =
+        "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
+
+    /// "hello world" in three chunks, and a body that yields them (an OutboundBody is itself a
+    /// multi-chunk body: it stands for the "received" stream).
+    fn hello_world_in_chunks() -> ([Bytes; 3], OutboundBody) {
         let parts = [
             Bytes::from_static(b"hello "),
             Bytes::from_static(b"wor"),
             Bytes::from_static(b"ld"),
         ];
-        // An OutboundBody is itself a multi-chunk body: use it as the "received" stream.
         let received = OutboundBody {
             chunks: parts.to_vec().into(),
             remaining: 11,
         };
+        (parts, received)
+    }
+
+    #[tokio::test]
+    async fn hashes_and_gathers_chunks_into_one_buffer() {
+        let (_, received) = hello_world_in_chunks();
         let body = BufferedBody::read(received, 100, Layout::Contiguous, |_| true)
             .await
             .unwrap();
         assert_eq!(body.len(), 11);
-        // sha256("hello world")
-        assert_eq!(
-            body.sha256_hex(),
-            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
-        );
+        assert_eq!(body.sha256_hex(), HELLO_WORLD_SHA256);
         let whole = body.to_bytes();
         assert_eq!(whole, Bytes::from_static(b"hello world"));
         // Gathered once, into a buffer of the declared size: no further copies.
@@ -281,22 +287,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_only_forwarded_keeps_its_chunks() {
-        let parts = [
-            Bytes::from_static(b"hello "),
-            Bytes::from_static(b"wor"),
-            Bytes::from_static(b"ld"),
-        ];
-        let received = OutboundBody {
-            chunks: parts.to_vec().into(),
-            remaining: 11,
-        };
+        let (parts, received) = hello_world_in_chunks();
         let body = BufferedBody::read(received, 100, Layout::AsReceived, |_| true)
             .await
             .unwrap();
-        assert_eq!(
-            body.sha256_hex(),
-            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
-        );
+        assert_eq!(body.sha256_hex(), HELLO_WORLD_SHA256);
         let mut out = body.to_outbound();
         assert_eq!(out.size_hint().exact(), Some(11));
         for part in &parts {

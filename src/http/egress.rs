@@ -23,8 +23,10 @@ use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tower::Service;
 
+use super::connection_limit::HostSlots;
 use super::error::error_chain;
 use crate::config::Egress;
 
@@ -133,12 +135,14 @@ pub enum EgressError {
 pub struct EgressConnector {
     http: HttpConnector,
     rules: Option<EgressRules>,
+    slots: HostSlots,
 }
 
 impl EgressConnector {
-    /// Connections made with `http`, through the proxy when `rules` say so.
-    pub fn new(http: HttpConnector, rules: Option<EgressRules>) -> Self {
-        Self { http, rules }
+    /// Connections made with `http`, through the proxy when `rules` say so, each holding one
+    /// of its destination's `slots` while it is open.
+    pub fn new(http: HttpConnector, rules: Option<EgressRules>, slots: HostSlots) -> Self {
+        Self { http, rules, slots }
     }
 }
 
@@ -155,6 +159,20 @@ impl Service<Uri> for EgressConnector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
+        let slots = self.slots.for_host(&dst);
+        // Futures are lazy: the connect starts only once the slot is held.
+        let connect = self.connect(dst);
+        Box::pin(async move {
+            let slot = slots.acquire_owned().await.map_err(Box::new)?;
+            let mut stream = connect.await?;
+            stream._slot = Some(slot);
+            Ok(stream)
+        })
+    }
+}
+
+impl EgressConnector {
+    fn connect(&mut self, dst: Uri) -> Connecting {
         let via = self.rules.as_ref().and_then(|r| {
             let intercept = r.intercept(&dst)?;
             Some((intercept, r.shown_proxy_for(&dst).unwrap_or_default()))
@@ -166,6 +184,7 @@ impl Service<Uri> for EgressConnector {
                 Ok(EgressStream {
                     io,
                     forwarded: false,
+                    _slot: None,
                 })
             });
         };
@@ -182,6 +201,7 @@ impl Service<Uri> for EgressConnector {
                 Ok(EgressStream {
                     io,
                     forwarded: true,
+                    _slot: None,
                 })
             });
         }
@@ -202,6 +222,7 @@ impl Service<Uri> for EgressConnector {
             Ok(EgressStream {
                 io,
                 forwarded: false,
+                _slot: None,
             })
         })
     }
@@ -237,11 +258,12 @@ fn tunnel_error(
 }
 
 /// A connection made by [`EgressConnector`]: a TCP stream to the destination, to the tunnel's
-/// far end or to the proxy (`forwarded`).
+/// far end or to the proxy (`forwarded`), holding its destination's slot until it is dropped.
 #[derive(Debug)]
 pub struct EgressStream {
     io: TokioIo<TcpStream>,
     forwarded: bool,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Connection for EgressStream {
@@ -306,6 +328,7 @@ pub fn find_egress_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option
 mod tests {
     use super::*;
     use crate::config::egress::{ProxyEnvironment, resolve};
+    use std::time::Duration;
 
     fn rules(flag: &str, no_proxy: Option<&str>) -> EgressRules {
         let env = ProxyEnvironment {
@@ -379,5 +402,29 @@ mod tests {
                 .contains("answered the CONNECT with an error status"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_connection_beyond_the_limit_waits_for_one_to_close() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = |l: &tokio::net::TcpListener| -> Uri {
+            format!("http://{}/", l.local_addr().unwrap())
+                .parse()
+                .unwrap()
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let mut limited = EgressConnector::new(http, None, HostSlots::new(2));
+        let first = limited.call(uri(&listener)).await.unwrap();
+        let _second = limited.call(uri(&listener)).await.unwrap();
+        let mut third = limited.call(uri(&listener));
+        let waited = tokio::time::timeout(Duration::from_millis(200), &mut third).await;
+        assert!(waited.is_err(), "a third connection to the same host waits");
+        // Another host has slots of its own.
+        limited.call(uri(&other)).await.unwrap();
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), third).await;
+        assert!(matches!(third, Ok(Ok(_))), "it connects once one is closed");
     }
 }

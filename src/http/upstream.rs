@@ -22,7 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 
 use super::body::OutboundBody;
-use super::connection_limit::ConnectionLimit;
+use super::connection_limit::HostSlots;
 use super::egress::{EgressConnector, EgressRules, find_egress_error};
 use super::error::{ProxyError, error_chain};
 use super::response::ResponseBody;
@@ -77,7 +77,7 @@ impl UpstreamAnswer {
 /// Pooled client to the upstream.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<ConnectionLimit<EgressConnector>>, OutboundBody>,
+    client: Client<HttpsConnector<EgressConnector>, OutboundBody>,
     /// The egress proxy's rules, if one is configured (see [`super::egress`]).
     egress: Option<EgressRules>,
 }
@@ -120,9 +120,10 @@ impl UpstreamClient {
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.set_keepalive(Some(Duration::from_secs(30)));
         let egress = EgressRules::new(egress);
-        let http = ConnectionLimit::new(
-            EgressConnector::new(http, egress.clone()),
-            max_connections_per_host,
+        let http = EgressConnector::new(
+            http,
+            egress.clone(),
+            HostSlots::new(max_connections_per_host),
         );
         let https = HttpsConnectorBuilder::new()
             .with_tls_config(tls)

@@ -17,7 +17,7 @@ for 127.0.0.1 from a throw-away CA made here with openssl; the proxy trusts it t
   senders  16 -> 256 -> 1,000 concurrent connections (wrk), 16 KB bodies, the proxy as a gateway
            (default threads, one per core): req/s, p99, RSS under load (median of samples over
            the second half of the run), peak RSS, errors, for h1 and h2 upstream; then 1,000
-           paced senders (benches/paced.py, phases spread) at half of the 1,000-connection
+           paced senders (benches/tools/paced.rs, native, phases spread) at half of the 1,000-connection
            saturation rate, through the proxy and direct to a plain sink: errors, steady RSS and
            the added p99.
   bodies   200 -> 2,000 -> 10,000 -> 50,000 series x 10 labels, one sample each, 1 thread:
@@ -212,11 +212,17 @@ def wrk_sampled(proc, url, body_file, duration, connections, threads=2):
     return r
 
 
-def paced(url, body_file, rate, duration, connections):
-    """benches/paced.py: `connections` keep-alive senders at `rate` requests/s in all."""
-    r = subprocess.run([sys.executable, str(Path(__file__).with_name("paced.py")), url, str(body_file),
-                        "--connections", str(connections), "--rate", f"{rate:.1f}", "--duration", str(duration)],
-                       capture_output=True, text=True, check=True)
+PACED = ROOT / "target/release/examples/paced"
+
+
+def paced(url, body_file, rate, duration, connections, ca=None):
+    """benches/tools/paced.rs: `connections` keep-alive senders at `rate` requests/s in all
+    (`ca`: the CA file for an https:// URL)."""
+    cmd = [str(PACED), url, str(body_file), "--connections", str(connections), "--rate", f"{rate:.1f}",
+           "--duration", str(duration)]
+    if ca:
+        cmd += ["--ca-file", str(ca)]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -571,7 +577,7 @@ def report(b, tls_bodies, args):
         if lat:
             pr = lat["proxy"]
             lines.append(f"- {lat['connections']} senders at half of that saturation ({lat['rate']:.0f} req/s in all, "
-                         f"benches/paced.py, {lat['proto']} upstream): "
+                         f"benches/tools/paced.rs, {lat['proto']} upstream): "
                          f"{pr['requests']} requests, {pr['errors']} errors, RSS {pr['rss_load_mib']:.1f} MiB (median over "
                          f"the second half), CPU {pr['cpu_ms_per_req'] * 1000:.1f} µs/request; p99 direct to a plain sink "
                          f"{lat['direct']['p99_ms']:.2f} ms, through the proxy (TLS upstream) {pr['p99_ms']:.2f} ms "

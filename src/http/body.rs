@@ -16,6 +16,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
+use super::connection_limit::Waiting;
+
 /// How a received body is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -143,6 +145,7 @@ impl BufferedBody {
         OutboundBody {
             chunks: self.chunks.iter().cloned().collect(),
             remaining: self.len,
+            waiting: None,
         }
     }
 
@@ -197,6 +200,17 @@ impl Gathered {
 pub struct OutboundBody {
     chunks: VecDeque<Bytes>,
     remaining: u64,
+    /// The request's count among those waiting for an upstream connection, until hyper first
+    /// polls the body: it does so once the request has a connection.
+    waiting: Option<Waiting>,
+}
+
+impl OutboundBody {
+    /// Counts the request as waiting for a connection (see [`super::connection_limit`]) until
+    /// the body is first polled or dropped.
+    pub fn waiting_for_connection(&mut self, waiting: Waiting) {
+        self.waiting = Some(waiting);
+    }
 }
 
 impl Body for OutboundBody {
@@ -207,6 +221,7 @@ impl Body for OutboundBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.waiting = None;
         match self.chunks.pop_front() {
             Some(chunk) => {
                 self.remaining -= chunk.len() as u64;
@@ -245,6 +260,7 @@ mod tests {
         let received = OutboundBody {
             chunks: parts.to_vec().into(),
             remaining: 11,
+            waiting: None,
         };
         (parts, received)
     }

@@ -22,7 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 
 use super::body::OutboundBody;
-use super::connection_limit::HostSlots;
+use super::connection_limit::{HostSlots, OnDemand};
 use super::egress::{EgressConnector, EgressRules, find_egress_error};
 use super::error::{ProxyError, error_chain};
 use super::response::ResponseBody;
@@ -77,9 +77,11 @@ impl UpstreamAnswer {
 /// Pooled client to the upstream.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<EgressConnector>, OutboundBody>,
+    client: Client<OnDemand<HttpsConnector<EgressConnector>>, OutboundBody>,
     /// The egress proxy's rules, if one is configured (see [`super::egress`]).
     egress: Option<EgressRules>,
+    /// Connection slots and demand per workspace host (see [`super::connection_limit`]).
+    hosts: HostSlots,
 }
 
 /// Failure to set up TLS.
@@ -120,11 +122,8 @@ impl UpstreamClient {
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.set_keepalive(Some(Duration::from_secs(30)));
         let egress = EgressRules::new(egress);
-        let http = EgressConnector::new(
-            http,
-            egress.clone(),
-            HostSlots::new(max_connections_per_host),
-        );
+        let hosts = HostSlots::new(max_connections_per_host);
+        let http = EgressConnector::new(http, egress.clone(), hosts.clone());
         let https = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -137,8 +136,12 @@ impl UpstreamClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(https);
-        Ok(Self { client, egress })
+            .build(OnDemand::new(https, hosts.clone()));
+        Ok(Self {
+            client,
+            egress,
+            hosts,
+        })
     }
 
     /// The signed request as it goes on the wire.
@@ -150,8 +153,13 @@ impl UpstreamClient {
     ///
     /// A plain-`http://` request forwarded by the egress proxy also carries the proxy's
     /// credentials (a tunnel sends them in its `CONNECT`, unseen by the workspace).
+    ///
+    /// From here until hyper starts sending its body, the request counts as one waiting for a
+    /// connection to its host: only such requests open new ones.
     fn on_the_wire(&self, mut req: Request<OutboundBody>) -> Request<OutboundBody> {
         req.headers_mut().remove(header::HOST);
+        let waiting = self.hosts.host(req.uri()).waiting();
+        req.body_mut().waiting_for_connection(waiting);
         if let Some(auth) = self
             .egress
             .as_ref()

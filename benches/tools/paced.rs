@@ -70,6 +70,16 @@ struct Tally {
     sent: u64,
 }
 
+/// An HTTP/1.1 client connection over `io`, its connection task spawned.
+async fn http1<S>(io: S) -> hyper::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(connection);
+    Ok(send)
+}
+
 /// One sender: connect at its phase, then one request per interval until `end`.
 async fn sender(
     i: usize,
@@ -98,24 +108,14 @@ async fn sender(
         Some(tls) => {
             let name = ServerName::try_from(host.clone()).expect("server name");
             match tls.connect(name, tcp).await {
-                Ok(s) => hyper::client::conn::http1::handshake(TokioIo::new(s))
-                    .await
-                    .map(|(tx, c)| {
-                        tokio::spawn(c);
-                        tx
-                    }),
+                Ok(s) => http1(s).await,
                 Err(_) => {
                     tally.socket_errors += 1;
                     return tally;
                 }
             }
         }
-        None => hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map(|(tx, c)| {
-                tokio::spawn(c);
-                tx
-            }),
+        None => http1(tcp).await,
     };
     let Ok(mut send) = handshake else {
         tally.socket_errors += 1;

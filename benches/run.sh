@@ -35,7 +35,7 @@ if ! "$venv/bin/python" -c 'import cramjam, matplotlib' >/dev/null 2>&1; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check cramjam==2.14.0 matplotlib==3.11.2
 fi
-cargo build --release --locked --bin amp-rw-proxy --example sha256_cost --example payload_cost --example paced
+cargo build --release --locked --bin amp-rw-proxy --example sha256_cost --example aes_gcm_cost --example payload_cost --example paced
 # 1,000 senders: wrk's sockets, the proxy's inbound and upstream ones, nginx's.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 exec "$venv/bin/python" benches/suite.py "$@"

@@ -18,6 +18,9 @@ sink) and the proxy with --worker-threads 1, then for each body:
       over --duration seconds of bench.py's saturating load instead.
 
   target/bench-venv/bin/python benches/profile.py --bodies 16KB,200KB --requests 3000
+
+--routes N runs the proxy with a routes file of N routes instead (requests to the last one): the
+route lookup's cost in instructions, which wall-clock CPU figures cannot resolve to 5 %.
 """
 
 import argparse
@@ -129,6 +132,9 @@ def main():
                     help="the sink: plain http://, or TLS (benches/tls.py's sink) offering http/1.1 or also h2; "
                          "cpu mode's nginx then proxies over TLS too")
     ap.add_argument("--sha256-bench", default=str(ROOT / "target/release/examples/sha256_cost"))
+    ap.add_argument("--routes", type=int, default=0,
+                    help="run the proxy with a routes file of this many routes (one role each, as benches/tls.py) "
+                         "and send to the last one; 0: one workspace from the command line")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="amp-profile-")
@@ -156,10 +162,17 @@ def main():
             if args.upstream == "tls-h2":
                 ca.append("--upstream-http2")
         port = bench.free_port()
+        if args.routes:
+            routes = Path(tmp) / "routes.toml"
+            routes.write_text(tls.routes_file(args.routes, f"{scheme}://127.0.0.1:{sink_port}", info["role_arn"]))
+            target = ["--config", str(routes)]
+            path = f"/team-{args.routes - 1}/api/v1/write"
+        else:
+            target = ["--upstream-url", f"{scheme}://127.0.0.1:{sink_port}/workspaces/ws-bench/api/v1/remote_write",
+                      "--region", "us-east-1", "--role-arn", info["role_arn"], "--external-id", "bench"]
+            path = "/api/v1/write"
         cmd = [
-            args.proxy, "--listen", f"127.0.0.1:{port}",
-            "--upstream-url", f"{scheme}://127.0.0.1:{sink_port}/workspaces/ws-bench/api/v1/remote_write",
-            "--region", "us-east-1", "--role-arn", info["role_arn"], "--external-id", "bench",
+            args.proxy, "--listen", f"127.0.0.1:{port}", *target,
             "--sts-endpoint", info["url"], "--worker-threads", args.worker_threads, "--drain-delay", "0s", *ca,
         ]
         if args.mode == "callgrind":
@@ -168,7 +181,7 @@ def main():
         proxy = bench.Proc("profile-proxy", cmd, env=bench.proxy_env(info, tmp))
         procs.append(proxy)
         bench.wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=120)
-        url = f"http://127.0.0.1:{port}/api/v1/write"
+        url = f"http://127.0.0.1:{port}{path}"
         for name, body in bodies.items():
             hey_n(url, body["path"], 200, args.workers)  # warm-up: connections, buffers
             if args.mode == "callgrind":

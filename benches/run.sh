@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for the whole benchmark (benches/suite.py runs benches/bench.py and benches/tls.py): installs wrk,
-# hey, nginx, openssl and vmagent (Debian), the STS peer (tests/peers/install.sh) and a venv for
+# hey, nginx, openssl, valgrind and vmagent (Debian), the STS peer (tests/peers/install.sh) and a venv for
 # the report, builds the release binary, runs every scenario — plain-HTTP comparison, TLS
 # upstream, senders / body size / routes series — and writes target/bench/results.md,
 # results.json, chart.png (plain) and tls.md, tls.json, tls.png, senders.png, bodies.png,
@@ -21,6 +21,8 @@ command -v hey >/dev/null 2>&1 || missing+=(hey)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v vmagent >/dev/null 2>&1 || missing+=(victoria-metrics)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# callgrind: instructions per request for the route counts (benches/profile.py).
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

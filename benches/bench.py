@@ -446,14 +446,20 @@ def plain(args):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def sha256_costs(bodies, program):
-    """Seconds to SHA-256 each body with aws-lc-rs, the implementation the proxy hashes with
-    (benches/tools/sha256_cost.rs; fastest of several batches, so a busy machine does not inflate
-    the floor)."""
+def probe_costs(bodies, program):
+    """Seconds per body from a cost probe in benches/tools/ that prints `<ns> <path>` for each
+    file it is given (sha256_cost.rs, aes_gcm_cost.rs: fastest of several batches, so a busy
+    machine does not inflate the figure)."""
     r = subprocess.run([program] + [str(b["path"]) for b in bodies.values()],
                        capture_output=True, text=True, check=True)
     ns = [float(line.split()[0]) for line in r.stdout.splitlines()]
     return {name: v / 1e9 for name, v in zip(bodies, ns)}
+
+
+def sha256_costs(bodies, program):
+    """Seconds to SHA-256 each body with aws-lc-rs, the implementation the proxy hashes with
+    (benches/tools/sha256_cost.rs)."""
+    return probe_costs(bodies, program)
 
 
 def accounting_costs(bodies, program):

@@ -272,6 +272,13 @@ def share_over(before, after, le):
     return {"request": share("request"), "upstream": share("upstream_request")}
 
 
+def warmed_paced_sampled(proc, url, body_file, rate, duration, connections):
+    """paced_sampled() after a first paced run of 5 s, not counted: it lets an upstream pool reach
+    what this rate needs (h1: a TLS connection per request in flight), as a fleet's would."""
+    paced(url, body_file, rate, 5, connections)
+    return paced_sampled(proc, url, body_file, rate, duration, connections)
+
+
 def paced_sampled(proc, url, body_file, rate, duration, connections):
     """paced() with the process's RSS sampled (median over the second half of the run) and CPU."""
     samples = []
@@ -432,8 +439,7 @@ def run(args):
         sha = bench.sha256_costs(tls_bodies, args.sha256_bench)
         for name, v in sha.items():
             tls_bodies[name]["sha256_s"] = v
-        # The same probe's output format: ns per body, here to encrypt it into TLS records.
-        for name, v in bench.sha256_costs(tls_bodies, args.aes_gcm_bench).items():
+        for name, v in bench.probe_costs(tls_bodies, args.aes_gcm_bench).items():
             tls_bodies[name]["aes_gcm_s"] = v
 
         if "tls" in only:
@@ -465,8 +471,11 @@ def run(args):
             # Both upstream protocols (h1: one upstream connection per request in flight; h2: all
             # requests multiplexed on one), the default one first, then its half-saturation run.
             for proto in [default_proto] + [x for x in ("h1", "h2") if x != default_proto]:
-                p = b.proxy(f"amp-rw-proxy-senders-{proto}", sinks[proto], extra=["--max-in-flight-requests", "2048"],
-                            h2=proto == "h2")
+                def gateway(name, proto=proto):
+                    """The proxy as a gateway (one thread per core) to this protocol's sink."""
+                    return b.proxy(f"amp-rw-proxy-{name}-{proto}", sinks[proto],
+                                   extra=["--max-in-flight-requests", "2048"], h2=proto == "h2")
+                p = gateway("senders")
                 idle = p.status_kib("VmRSS") / 1024
                 for c in SENDERS:
                     row = b.measure("senders", p, f"http://127.0.0.1:{p.port}/api/v1/write", body, c, dur,
@@ -479,8 +488,7 @@ def run(args):
                     # A fresh proxy: the saturated runs leave up to 1,000 pooled upstream
                     # connections (h1), which a fleet at this rate never opens.
                     b.stop(p)
-                    p = b.proxy(f"amp-rw-proxy-paced-{proto}", sinks[proto], extra=["--max-in-flight-requests", "2048"],
-                                h2=proto == "h2")
+                    p = gateway("paced")
                     paced_idle = p.status_kib("VmRSS") / 1024
                     sat = next(r["rps"] for r in b.rows["senders"] if r["proto"] == default_proto and r["connections"] == SENDERS[-1])
                     rate, c, hdur = sat / 2, SENDERS[-1], max(dur, 5)
@@ -496,15 +504,14 @@ def run(args):
                         nport = bench.free_port()
                         ngx = b.nginx("nginx-tls-proxy-paced", os.cpu_count(), tls_proxy_block(nport, sinks["h1"], b.certs),
                                       f"http://127.0.0.1:{nport}/")
-                        nurl = f"http://127.0.0.1:{nport}/api/v1/write"
-                        paced(nurl, body["path"], rate, 5, c)
-                        b.paced_nginx = paced_sampled(ngx, nurl, body["path"], rate, hdur, c)
+                        b.paced_nginx = warmed_paced_sampled(ngx, f"http://127.0.0.1:{nport}/api/v1/write", body["path"],
+                                                             rate, hdur, c)
                         b.stop(ngx)
-                    # A first paced run, not counted, lets the upstream pool reach what this rate
-                    # needs (h1: a TLS connection per request in flight), as a fleet's would.
-                    paced(f"http://127.0.0.1:{p.port}/api/v1/write", body["path"], rate, 5, c)
+                    # The warm-up of warmed_paced_sampled(), with the histograms read in between.
+                    url = f"http://127.0.0.1:{p.port}/api/v1/write"
+                    paced(url, body["path"], rate, 5, c)
                     before = duration_buckets(p.port)
-                    through = paced_sampled(p, f"http://127.0.0.1:{p.port}/api/v1/write", body["path"], rate, hdur, c)
+                    through = paced_sampled(p, url, body["path"], rate, hdur, c)
                     through["over_2ms"] = share_over(before, duration_buckets(p.port), "0.002")
                     lat = {"rate": rate, "connections": c, "proto": proto, "direct": direct, "proxy": through,
                            "rss_idle_mib": paced_idle,
@@ -518,14 +525,12 @@ def run(args):
                         # servers (every connection's read buffer fills to its cap).
                         big = tls_bodies["200KB"]
                         b.stop(p)
-                        p = b.proxy(f"amp-rw-proxy-paced-200KB-{proto}", sinks[proto],
-                                    extra=["--max-in-flight-requests", "2048"], h2=proto == "h2")
+                        p = gateway("paced-200KB")
                         big_idle = p.status_kib("VmRSS") / 1024
-                        big_url = f"http://127.0.0.1:{p.port}/api/v1/write"
-                        paced(big_url, big["path"], PACED_BIG_RATE, 5, c)
                         b.paced_big = {"rate": PACED_BIG_RATE, "connections": c, "proto": proto, "body": big["name"],
                                        "rss_idle_mib": big_idle,
-                                       "proxy": paced_sampled(p, big_url, big["path"], PACED_BIG_RATE, hdur, c)}
+                                       "proxy": warmed_paced_sampled(p, f"http://127.0.0.1:{p.port}/api/v1/write",
+                                                                     big["path"], PACED_BIG_RATE, hdur, c)}
                         print(json.dumps(b.paced_big), flush=True)
                 b.stop(p)
 
